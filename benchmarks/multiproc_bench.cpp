@@ -1,0 +1,191 @@
+// multiproc_bench: the library's costs, per start method, with Google Benchmark.
+//
+// Every benchmark is named "<workload>/<start method>", where <workload> is the same key
+// python_bench.py uses, so run.py can put multiproc, Python and the machine's limits (from
+// multiproc_limits) side by side. All times are wall-clock (UseRealTime): the work happens in
+// other processes, so the parent's CPU time says nothing.
+//
+//   process_start_join             mp::process(noop): start() + join()
+//   pool_start_close_join/2        construct a pool of 2 workers, close(), join()
+//   pool_start_close_join/cpu_count  the same with mp::cpu_count() workers
+//   apply_roundtrip                one pool.apply(square, i), sequentially (latency)
+//   apply_async/20000              20 000 apply_async, then get() on every result (throughput)
+//   map_chunksize1/100000          pool.map(square, 100 000 ints, chunksize 1)
+//   map_default/100000, /1000000   pool.map(square, xs) with the default chunksize
+//   payload/<size>                 pool.apply(size_of, std::vector<char>(size)): bytes/s
+//
+// The pool-at-work workloads (apply, map, payload) use one pool of mp::cpu_count() workers,
+// built and warmed up before the timed loop, like Python's Pool() default.
+#include <benchmark/benchmark.h>
+#include <multiproc/multiproc.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mp = multiproc;
+
+namespace {
+
+void noop() {}
+
+int square(int x) { return x * x; }
+
+std::size_t size_of(const std::vector<char>& payload) { return payload.size(); }
+
+const char* method_name(mp::start_method method) {
+  return method == mp::start_method::fork ? "fork" : "spawn";
+}
+
+mp::pool make_pool(mp::start_method method, unsigned processes) {
+  return mp::pool(mp::pool_options{.processes = processes, .method = method});
+}
+
+// Runs a small map so that every worker has started (a spawned one has re-executed and
+// finished its handshake) before anything is timed: the timed loop measures the pool at work.
+void warm_up(mp::pool& pool) {
+  std::vector<int> xs(1000);
+  for (int i = 0; i < 1000; ++i) xs[static_cast<std::size_t>(i)] = i;
+  benchmark::DoNotOptimize(pool.map(square, xs));
+}
+
+std::vector<int> iota_ints(std::size_t n) {
+  std::vector<int> xs(n);
+  // The values stay small so x*x never overflows int (the results are not checked anyway).
+  for (std::size_t i = 0; i < n; ++i) xs[i] = static_cast<int>(i % 30000);
+  return xs;
+}
+
+void process_start_join(benchmark::State& state, mp::start_method method) {
+  for (auto _ : state) {
+    mp::process p(method, noop);
+    p.start();
+    p.join();
+    if (p.exitcode() != 0) {
+      state.SkipWithError("child exited with a non-zero code");
+      break;
+    }
+  }
+}
+
+void pool_start_close_join(benchmark::State& state, mp::start_method method, unsigned workers) {
+  for (auto _ : state) {
+    mp::pool pool = make_pool(method, workers);
+    pool.close();
+    pool.join();
+  }
+}
+
+void apply_roundtrip(benchmark::State& state, mp::start_method method) {
+  mp::pool pool = make_pool(method, mp::cpu_count());
+  warm_up(pool);
+  int i = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(pool.apply(square, i++ % 30000));
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+
+void apply_async(benchmark::State& state, mp::start_method method, int calls) {
+  mp::pool pool = make_pool(method, mp::cpu_count());
+  warm_up(pool);
+  std::vector<mp::async_result<int>> results;
+  results.reserve(static_cast<std::size_t>(calls));
+  for (auto _ : state) {
+    for (int i = 0; i < calls; ++i) results.push_back(pool.apply_async(square, i));
+    for (auto& r : results) benchmark::DoNotOptimize(r.get());
+    // Destroying the futures is part of the workload: Python pays for its ApplyResults too.
+    results.clear();
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * calls);
+}
+
+void map_squares(benchmark::State& state, mp::start_method method, std::size_t items,
+                 std::size_t chunksize) {
+  mp::pool pool = make_pool(method, mp::cpu_count());
+  warm_up(pool);
+  // Built outside the timed loop, as Python's list is.
+  const std::vector<int> xs = iota_ints(items);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(pool.map(square, xs, chunksize));
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * items));
+}
+
+void payload(benchmark::State& state, mp::start_method method, std::size_t bytes) {
+  mp::pool pool = make_pool(method, mp::cpu_count());
+  warm_up(pool);
+  // Filled (so the pages exist) before timing: the workload is moving the argument to the
+  // worker, not the parent allocating it.
+  const std::vector<char> data(bytes, 'p');
+  for (auto _ : state) {
+    const std::size_t got = pool.apply(size_of, data);
+    if (got != bytes) {
+      state.SkipWithError("the worker saw a payload of the wrong size");
+      break;
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * bytes));
+}
+
+void register_all() {
+  std::vector<mp::start_method> methods;
+  for (auto m : {mp::start_method::fork, mp::start_method::spawn}) {
+    if (mp::start_method_available(m)) methods.push_back(m);
+  }
+  // Registered workload by workload (not method by method) so that, with a filter on one
+  // workload, both methods run back to back under the same machine conditions.
+  auto reg = [](const std::string& workload, mp::start_method m, auto&& fn, auto... args) {
+    const std::string name = workload + "/" + method_name(m);
+    return benchmark::RegisterBenchmark(name.c_str(), fn, m, args...)->UseRealTime();
+  };
+  for (auto m : methods) {
+    reg("process_start_join", m, process_start_join)->Unit(benchmark::kMicrosecond);
+  }
+  for (auto m : methods) {
+    reg("pool_start_close_join/2", m, pool_start_close_join, 2u)->Unit(benchmark::kMicrosecond);
+    reg("pool_start_close_join/cpu_count", m, pool_start_close_join, mp::cpu_count())
+        ->Unit(benchmark::kMicrosecond);
+  }
+  for (auto m : methods) {
+    reg("apply_roundtrip", m, apply_roundtrip)->Unit(benchmark::kMicrosecond);
+  }
+  for (auto m : methods) {
+    reg("apply_async/20000", m, apply_async, 20000)->Unit(benchmark::kMillisecond);
+  }
+  for (auto m : methods) {
+    reg("map_chunksize1/100000", m, map_squares, std::size_t{100000}, std::size_t{1})
+        ->Unit(benchmark::kMillisecond);
+    reg("map_default/100000", m, map_squares, std::size_t{100000}, std::size_t{0})
+        ->Unit(benchmark::kMillisecond);
+    reg("map_default/1000000", m, map_squares, std::size_t{1000000}, std::size_t{0})
+        ->Unit(benchmark::kMillisecond);
+  }
+  struct size_label {
+    const char* label;
+    std::size_t bytes;
+  };
+  for (auto m : methods) {
+    for (const size_label s : {size_label{"1KiB", std::size_t{1} << 10},
+                               size_label{"1MiB", std::size_t{1} << 20},
+                               size_label{"64MiB", std::size_t{64} << 20},
+                               size_label{"256MiB", std::size_t{256} << 20}}) {
+      reg(std::string("payload/") + s.label, m, payload, s.bytes)->Unit(benchmark::kMillisecond);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // First: a spawned child re-executes this binary and is diverted here into its work; it
+  // must not reach Google Benchmark's flag parsing or run benchmarks of its own.
+  mp::init(argc, argv);
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""The multiproc_bench workloads in Python 3's multiprocessing, for side-by-side comparison.
+
+Each workload runs under the fork, spawn and forkserver start methods. Every workload is
+repeated; the result is the median of the samples together with their min and max (the
+spread). Slow workloads get fewer samples: a workload is sampled at least --min-reps times and
+then only while its time budget lasts, so the whole script stays bounded (about a minute and
+a half on a 2-core machine with the defaults).
+
+Output: JSON on stdout (or --out FILE). Times are seconds per workload run (see WORKLOADS);
+run.py turns them into the comparison table.
+
+The names of the workloads are the same as in multiproc_bench.cpp so run.py can pair them.
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+
+# Targets live at module level: spawn and forkserver workers import this module by name to
+# find them, exactly like a user program would have to.
+
+
+def noop():
+    pass
+
+
+def square(x):
+    return x * x
+
+
+def size_of(payload):
+    return len(payload)
+
+
+KIB = 1024
+MIB = 1024 * KIB
+
+APPLY_ROUND_TRIPS = 200        # sequential applies per sample of apply_roundtrip
+APPLY_ASYNC_CALLS = 20_000
+PAYLOAD_SIZES = [("1KiB", KIB), ("1MiB", MIB), ("64MiB", 64 * MIB), ("256MiB", 256 * MIB)]
+
+
+def sample(fn, min_reps, max_reps, budget_s, warmup=False):
+    """Calls fn() (which returns one measured time in seconds) at least min_reps and at most
+    max_reps times, stopping early once budget_s of wall time has gone."""
+    if warmup:
+        fn()
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < max_reps:
+        samples.append(fn())
+        if len(samples) >= min_reps and time.perf_counter() - start > budget_s:
+            break
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "reps": len(samples),
+        "samples": samples,
+    }
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_method(method, args, log):
+    ctx = mp.get_context(method)
+    ncpu = os.cpu_count() or 1
+    res = {}
+    lo, hi, budget = args.min_reps, args.max_reps, args.budget
+
+    def record(name, r, unit_note=""):
+        res[name] = r
+        log(f"  {method:10s} {name:28s} median {r['median'] * 1e3:10.3f} ms "
+            f"[{r['min'] * 1e3:.3f} .. {r['max'] * 1e3:.3f}] n={r['reps']}{unit_note}")
+
+    def process_start_join():
+        def once():
+            p = ctx.Process(target=noop)
+            p.start()
+            p.join()
+        return timed(once)
+
+    # Warm-up matters here: the first forkserver use starts the server itself, and the first
+    # spawn reads the interpreter's files from disk.
+    record("process_start_join",
+           sample(process_start_join, lo, 4 * hi, budget, warmup=True))
+
+    def pool_start(n):
+        def run():
+            def once():
+                pool = ctx.Pool(n)
+                pool.close()
+                pool.join()
+            return timed(once)
+        return run
+
+    record("pool_start_close_join/2", sample(pool_start(2), lo, 2 * hi, budget, warmup=True))
+    record(f"pool_start_close_join/cpu_count",
+           sample(pool_start(ncpu), lo, 2 * hi, budget, warmup=True))
+
+    # Throughput workloads share one pool, as multiproc_bench does: they measure the pool at
+    # work, not its start-up. Pool() with no argument is Python's own default: cpu_count().
+    with ctx.Pool(ncpu) as pool:
+        pool.map(square, range(1000))  # every worker has started and imported this module
+
+        def apply_roundtrip():
+            t0 = time.perf_counter()
+            for i in range(APPLY_ROUND_TRIPS):
+                pool.apply(square, (i,))
+            return (time.perf_counter() - t0) / APPLY_ROUND_TRIPS
+        record("apply_roundtrip", sample(apply_roundtrip, lo, hi, budget))
+
+        def apply_async():
+            def once():
+                rs = [pool.apply_async(square, (i,)) for i in range(APPLY_ASYNC_CALLS)]
+                for r in rs:
+                    r.get()
+            return timed(once)
+        record(f"apply_async/{APPLY_ASYNC_CALLS}", sample(apply_async, lo, hi, budget))
+
+        def map_run(n, chunksize):
+            xs = list(range(n))  # built outside the timed part, like the std::vector in C++
+
+            def run():
+                return timed(lambda: pool.map(square, xs, chunksize))
+            return run
+
+        # chunksize 1 is the slow one (one message per item): fewest samples.
+        record("map_chunksize1/100000", sample(map_run(100_000, 1), lo, hi, budget))
+        record("map_default/100000", sample(map_run(100_000, None), lo, hi, budget))
+        record("map_default/1000000", sample(map_run(1_000_000, None), lo, hi, budget))
+
+        for label, size in PAYLOAD_SIZES:
+            payload = bytes(size)
+
+            def payload_run(payload=payload):
+                return timed(lambda: pool.apply(size_of, (payload,)))
+            r = sample(payload_run, lo, hi, budget)
+            r["bytes"] = size
+            record(f"payload/{label}", r,
+                   f"  {size / r['median'] / 1e9:.2f} GB/s")
+            del payload
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default="fork,spawn,forkserver",
+                    help="comma-separated start methods (default: %(default)s)")
+    ap.add_argument("--min-reps", type=int, default=3, help="samples per workload at least")
+    ap.add_argument("--max-reps", type=int, default=7,
+                    help="samples per workload at most (x4 for process start, x2 for pool start)")
+    ap.add_argument("--budget", type=float, default=1.0,
+                    help="seconds after which a workload stops taking samples once it has "
+                         "--min-reps of them")
+    ap.add_argument("--out", help="write the JSON here instead of stdout")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    args = ap.parse_args()
+
+    def log(line):
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    available = mp.get_all_start_methods()
+    out = {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "cpu_count": os.cpu_count(),
+        "min_reps": args.min_reps,
+        "max_reps": args.max_reps,
+        "budget_s": args.budget,
+        "unit": "seconds per workload run (apply_roundtrip: per call)",
+        "methods": {},
+    }
+    t0 = time.perf_counter()
+    for method in args.methods.split(","):
+        method = method.strip()
+        if method not in available:
+            log(f"  {method}: not available on this platform, skipped")
+            continue
+        out["methods"][method] = bench_method(method, args, log)
+    out["elapsed_s"] = time.perf_counter() - t0
+    text = json.dumps(out, indent=1)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

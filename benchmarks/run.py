@@ -1,0 +1,434 @@
+#!/usr/bin/env python3
+"""Runs the multiproc benchmarks, Python's multiprocessing and the machine's limits in one go
+and prints them side by side, with the ratios and the targets of issue 5.
+
+    python3 benchmarks/run.py                  # builds into build-bench/ if needed, then runs
+    python3 benchmarks/run.py --build-dir DIR  # use (or build) that CMake build directory
+    python3 benchmarks/run.py --bench PATH --limits PATH   # use these binaries as they are
+
+Steps: multiproc_limits (fork, posix_spawn, pipe ping-pong, memcpy), multiproc_bench (both
+start methods), python_bench.py (fork, spawn, forkserver). Each Google Benchmark runs
+--repetitions times; every number shown is the median of the repetitions, with the spread
+(max - min) / (2 * median) as +-%. The table goes to stdout and to benchmarks/RESULTS.md.
+About two to three minutes on a 2-core machine (plus the build, the first time).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+LIMIT_LABELS = {
+    "BM_fork_exit_wait": "fork + child _exit + waitpid",
+    "BM_posix_spawn_self": "posix_spawn of the program itself + ready byte + wait",
+    "BM_pipe_pingpong/0": "pipe ping-pong, 1 byte each way (scheduler places the processes)",
+    "BM_pipe_pingpong/1": "pipe ping-pong, both processes pinned to one CPU",
+    "BM_pipe_pingpong/2": "pipe ping-pong, processes pinned to different CPUs",
+    "BM_memcpy/67108864": "memcpy 64 MiB",
+    "BM_memcpy/268435456": "memcpy 256 MiB",
+}
+
+# (workload key, label, limit key per start method or None). Keys are shared by
+# multiproc_bench.cpp and python_bench.py.
+WORKLOADS = [
+    ("process_start_join", "process start+join",
+     {"fork": "BM_fork_exit_wait", "spawn": "BM_posix_spawn_self"}),
+    ("pool_start_close_join/2", "pool(2) start+close+join", None),
+    ("pool_start_close_join/cpu_count", "pool(cpu_count) start+close+join", None),
+    ("apply_roundtrip", "apply round trip", {"fork": "BM_pipe_pingpong/0",
+                                             "spawn": "BM_pipe_pingpong/0"}),
+    ("apply_async/20000", "apply_async x20000 + get", None),
+    ("map_chunksize1/100000", "map 100k, chunksize 1", None),
+    ("map_default/100000", "map 100k, default chunksize", None),
+    ("map_default/1000000", "map 1M, default chunksize", None),
+    ("payload/1KiB", "1 KiB argument", None),
+    ("payload/1MiB", "1 MiB argument", None),
+    ("payload/64MiB", "64 MiB argument", {"fork": "BM_memcpy/67108864",
+                                          "spawn": "BM_memcpy/67108864"}),
+    ("payload/256MiB", "256 MiB argument", {"fork": "BM_memcpy/268435456",
+                                            "spawn": "BM_memcpy/268435456"}),
+]
+METHODS = ["fork", "spawn"]
+PY_METHODS = ["fork", "spawn", "forkserver"]
+
+# Issue 5's targets, all as time ratios (lower is better), per (workload, start method):
+# ("py", x): multiproc time <= Python time (same start method) / x, i.e. at least x times faster;
+# ("limit", x): multiproc time <= x * the limit's time. For bandwidth, ">= 0.5x memcpy" is a
+# time at most 2x memcpy's for the same bytes.
+TARGETS = {
+    ("process_start_join", "fork"): [("py", 8), ("limit", 1.5)],
+    ("process_start_join", "spawn"): [("py", 20), ("limit", 1.3)],
+    ("pool_start_close_join/2", "fork"): [("py", 4)],
+    ("pool_start_close_join/2", "spawn"): [("py", 15)],
+    ("apply_roundtrip", "fork"): [("limit", 1.3)],
+    ("apply_roundtrip", "spawn"): [("limit", 1.3)],
+    ("apply_async/20000", "fork"): [("py", 10)],
+    ("apply_async/20000", "spawn"): [("py", 10)],
+    ("map_chunksize1/100000", "fork"): [("py", 10)],
+    ("map_chunksize1/100000", "spawn"): [("py", 10)],
+    ("map_default/1000000", "fork"): [("py", 5)],
+    ("map_default/1000000", "spawn"): [("py", 5)],
+    ("payload/256MiB", "fork"): [("limit", 2.0)],
+    ("payload/256MiB", "spawn"): [("limit", 2.0)],
+}
+
+
+def target_text(kind, x):
+    if kind == "py":
+        return f">={x:g}x faster than Py"
+    if x == 2.0:
+        return ">=0.5x memcpy bandwidth"
+    return f"<={x:g}x limit"
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and building the binaries
+
+
+def find_binary(build_dir, name):
+    for root, _dirs, files in os.walk(build_dir):
+        if name in files:
+            path = os.path.join(root, name)
+            if os.access(path, os.X_OK):
+                return path
+    return None
+
+
+def build(build_dir, log):
+    log(f"== building into {build_dir} (Release, MULTIPROC_BENCHMARKS=ON)")
+    subprocess.run(["cmake", "-S", REPO, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
+                    "-DMULTIPROC_BENCHMARKS=ON", "-DMULTIPROC_TESTS=OFF",
+                    "-DMULTIPROC_EXAMPLES=OFF"], check=True, stdout=sys.stderr)
+    subprocess.run(["cmake", "--build", build_dir, "--target", "multiproc_bench",
+                    "multiproc_limits", "-j", str(os.cpu_count() or 2)],
+                   check=True, stdout=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def run_gbench(binary, args, reps, min_time, log, timeout):
+    """Runs one Google Benchmark binary; returns {name: stats} from the raw repetitions."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out_path = f.name
+    cmd = [binary, f"--benchmark_repetitions={reps}", f"--benchmark_min_time={min_time}",
+           f"--benchmark_out={out_path}", "--benchmark_out_format=json",
+           "--benchmark_display_aggregates_only=true"] + args
+    log("== " + " ".join(cmd))
+    t0 = time.perf_counter()
+    try:
+        # The console output goes to stderr as progress; the JSON comes from the out file so
+        # nothing a child process prints can corrupt it.
+        proc = subprocess.run(cmd, stdout=sys.stderr, timeout=timeout)
+        if proc.returncode != 0:
+            log(f"!! {os.path.basename(binary)} exited with {proc.returncode}")
+    except subprocess.TimeoutExpired:
+        log(f"!! {os.path.basename(binary)} killed after {timeout} s")
+    elapsed = time.perf_counter() - t0
+    try:
+        with open(out_path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        log(f"!! no usable JSON from {binary}: {e}")
+        data = {"benchmarks": [], "context": {}}
+    finally:
+        os.unlink(out_path)
+    return collect(data), data.get("context", {}), elapsed
+
+
+def collect(data):
+    runs = {}
+    for b in data.get("benchmarks", []):
+        if b.get("run_type") != "iteration" or b.get("error_occurred"):
+            continue
+        name = b["run_name"]
+        if name.endswith("/real_time"):
+            name = name[: -len("/real_time")]
+        seconds = b["real_time"] * TIME_UNITS[b.get("time_unit", "ns")]
+        runs.setdefault(name, []).append((seconds, b.get("bytes_per_second")))
+    return {name: stats([s for s, _ in v], [bps for _, bps in v if bps]) for name, v in
+            runs.items()}
+
+
+def stats(samples, bps=()):
+    r = {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
+         "reps": len(samples)}
+    if bps:
+        r["bytes_per_second"] = statistics.median(bps)
+    return r
+
+
+def run_python(script_args, log, timeout):
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out_path = f.name
+    cmd = [sys.executable, os.path.join(HERE, "python_bench.py"), "--out", out_path] + script_args
+    log("== " + " ".join(cmd))
+    t0 = time.perf_counter()
+    try:
+        subprocess.run(cmd, timeout=timeout, check=False)
+        with open(out_path) as f:
+            data = json.load(f)
+    except (subprocess.TimeoutExpired, OSError, json.JSONDecodeError) as e:
+        log(f"!! python_bench.py gave no result: {e}")
+        data = {"methods": {}}
+    finally:
+        os.unlink(out_path)
+    return data, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+
+
+def fmt_time(s):
+    if s is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= scale:
+            v = s / scale
+            return f"{v:.3g} {unit}" if v < 100 else f"{v:.0f} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def fmt_stat(r):
+    if not r:
+        return "-"
+    spread = (r["max"] - r["min"]) / (2 * r["median"]) * 100 if r["median"] else 0
+    return f"{fmt_time(r['median'])} ±{spread:.0f}%"
+
+
+def fmt_ratio(x):
+    if x is None:
+        return "-"
+    if x < 1:
+        return f"{x:.3f} (1/{1 / x:.1f})"
+    return f"{x:.2f}"
+
+
+def build_rows(mp_res, py_res, lim_res):
+    rows = []
+    for key, label, limits in WORKLOADS:
+        for method in METHODS:
+            mp = mp_res.get(f"{key}/{method}")
+            py = {m: py_res.get(m, {}).get(key) for m in PY_METHODS}
+            lim_key = limits.get(method) if limits else None
+            lim = lim_res.get(lim_key) if lim_key else None
+            py_same = py.get(method)
+            r_py = mp["median"] / py_same["median"] if mp and py_same else None
+            r_lim = mp["median"] / lim["median"] if mp and lim else None
+            checks = []
+            for kind, x in TARGETS.get((key, method), []):
+                got = r_py if kind == "py" else r_lim
+                bound = 1 / x if kind == "py" else x
+                if got is None:
+                    checks.append((target_text(kind, x), "n/a", None))
+                    continue
+                ok = got <= bound
+                how = "met" if ok else f"MISSED by {got / bound:.1f}x"
+                checks.append((target_text(kind, x), how, ok))
+            rows.append({
+                "key": key, "label": label, "method": method, "mp": mp, "py": py,
+                "limit": lim, "limit_key": lim_key, "r_py": r_py, "r_lim": r_lim,
+                "checks": checks,
+            })
+    return rows
+
+
+# One row per (workload, backend). "Python" is Python with the same start method as the row;
+# forkserver has no multiproc counterpart, so it gets a column of its own for reference.
+HEADER = ["workload", "backend", "multiproc", "Python", "Py forkserver", "limit", "mp/Py",
+          "mp/limit", "target", "status"]
+
+
+def row_cells(r):
+    target = "; ".join(c[0] for c in r["checks"]) or "-"
+    status = "; ".join(c[1] for c in r["checks"]) or "-"
+    return [r["label"], r["method"], fmt_stat(r["mp"]), fmt_stat(r["py"][r["method"]]),
+            fmt_stat(r["py"]["forkserver"]), fmt_stat(r["limit"]), fmt_ratio(r["r_py"]),
+            fmt_ratio(r["r_lim"]), target, status]
+
+
+def text_table(rows):
+    cells = [HEADER] + [row_cells(r) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
+    lines = []
+    for n, c in enumerate(cells):
+        lines.append("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def md_table(rows):
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for r in rows:
+        cells = [c.replace("|", "\\|") for c in row_cells(r)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bandwidth_lines(mp_res, py_res, lim_res):
+    out = []
+    for label, size in (("64MiB", 64 << 20), ("256MiB", 256 << 20)):
+        parts = []
+        for m in METHODS:
+            r = mp_res.get(f"payload/{label}/{m}")
+            if r:
+                parts.append(f"multiproc {m} {size / r['median'] / 1e9:.2f}")
+        for m in PY_METHODS:
+            r = py_res.get(m, {}).get(f"payload/{label}")
+            if r:
+                parts.append(f"Py {m} {size / r['median'] / 1e9:.2f}")
+        lim = lim_res.get(f"BM_memcpy/{size}")
+        if lim:
+            parts.append(f"memcpy {size / lim['median'] / 1e9:.2f}")
+        out.append(f"- {label} argument, GB/s: " + ", ".join(parts))
+    return out
+
+
+def limits_lines(lim_res):
+    out = []
+    for key, label in LIMIT_LABELS.items():
+        r = lim_res.get(key)
+        if r:
+            extra = ""
+            if key.startswith("BM_memcpy"):
+                size = int(key.split("/")[1])
+                extra = f" ({size / r['median'] / 1e9:.1f} GB/s)"
+            out.append(f"- {label}: {fmt_stat(r)}{extra}")
+    return out
+
+
+def summary_lines(rows):
+    met, missed, na = [], [], []
+    for r in rows:
+        for text, how, ok in r["checks"]:
+            item = f"{r['label']} [{r['method']}]: {text}"
+            if ok is None:
+                na.append(item)
+            elif ok:
+                met.append(item)
+            else:
+                missed.append(f"{item} -- {how}")
+    out = [f"Targets: {len(met)} met, {len(missed)} missed, {len(na)} not measured."]
+    out += [f"- missed: {m}" for m in missed]
+    out += [f"- not measured: {m}" for m in na]
+    return out
+
+
+def machine_line():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build-dir", default=os.path.join(REPO, "build-bench"),
+                    help="CMake build directory holding (or to receive) the binaries "
+                         "(default: %(default)s)")
+    ap.add_argument("--no-build", action="store_true",
+                    help="never configure or build; fail if the binaries are missing")
+    ap.add_argument("--bench", help="path of multiproc_bench (overrides --build-dir)")
+    ap.add_argument("--limits", help="path of multiproc_limits (overrides --build-dir)")
+    ap.add_argument("--repetitions", type=int, default=5,
+                    help="Google Benchmark repetitions (default: %(default)s)")
+    ap.add_argument("--min-time", type=float, default=0.2,
+                    help="Google Benchmark minimum seconds per repetition (default: %(default)s)")
+    ap.add_argument("--bench-filter", help="--benchmark_filter for multiproc_bench")
+    ap.add_argument("--skip-python", action="store_true", help="do not run python_bench.py")
+    ap.add_argument("--python-methods", default=",".join(PY_METHODS))
+    ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"),
+                    help="Markdown file to write (default: %(default)s)")
+    ap.add_argument("--json", help="also write every raw number here, as JSON")
+    args = ap.parse_args()
+
+    def log(line):
+        print(line, file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    bench, limits = args.bench, args.limits
+    if not bench or not limits:
+        build_dir = os.path.abspath(args.build_dir)
+        found_b = find_binary(build_dir, "multiproc_bench") if os.path.isdir(build_dir) else None
+        found_l = find_binary(build_dir, "multiproc_limits") if os.path.isdir(build_dir) else None
+        if (not bench and not found_b) or (not limits and not found_l):
+            if args.no_build:
+                sys.exit(f"run.py: multiproc_bench / multiproc_limits not found in {build_dir}")
+            if not shutil.which("cmake"):
+                sys.exit("run.py: cmake not found; pass --bench and --limits")
+            build(build_dir, log)
+        else:
+            # Found: still bring them up to date with the sources (a no-op when they are).
+            if not args.no_build and os.path.exists(os.path.join(build_dir, "CMakeCache.txt")):
+                subprocess.run(["cmake", "--build", build_dir, "--target", "multiproc_bench",
+                                "multiproc_limits"], check=True, stdout=sys.stderr)
+        bench = bench or find_binary(build_dir, "multiproc_bench")
+        limits = limits or find_binary(build_dir, "multiproc_limits")
+    t_build = time.perf_counter() - t0
+
+    lim_res, lim_ctx, t_lim = run_gbench(limits, [], args.repetitions, args.min_time, log, 120)
+    bench_args = [f"--benchmark_filter={args.bench_filter}"] if args.bench_filter else []
+    mp_res, mp_ctx, t_mp = run_gbench(bench, bench_args, args.repetitions, args.min_time, log,
+                                      300)
+    if args.skip_python:
+        py_data, t_py = {"methods": {}}, 0.0
+    else:
+        py_data, t_py = run_python(["--methods", args.python_methods], log, 240)
+    py_res = py_data.get("methods", {})
+
+    rows = build_rows(mp_res, py_res, lim_res)
+    total = time.perf_counter() - t0
+    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    build_type = mp_ctx.get("library_build_type", "?")
+    intro = [
+        f"Run of {when} on {machine_line()}; Python {py_data.get('python', '-')}; "
+        f"Google Benchmark {args.repetitions} repetitions x >= {args.min_time:g} s "
+        f"(benchmark library built as {build_type}); "
+        f"times: limits {t_lim:.0f} s, multiproc {t_mp:.0f} s, Python {t_py:.0f} s "
+        f"(build {t_build:.0f} s).",
+        "Each cell: median of the repetitions ±(max-min)/(2*median). Times are per workload run "
+        "(apply round trip: per call). Ratios are time ratios, lower is better: "
+        "mp/Py compares with Python's same start method; 1/N means N times faster.",
+    ]
+
+    text = "\n".join([*intro, "", text_table(rows), "", "Payload bandwidth:",
+                      *bandwidth_lines(mp_res, py_res, lim_res), "", "Machine limits:",
+                      *limits_lines(lim_res), "", *summary_lines(rows)])
+    print(text)
+
+    md = ["# multiproc benchmark results", "",
+          "Produced by `python3 benchmarks/run.py` (see benchmarks/README.md for what each "
+          "number means).", "", *intro, "", md_table(rows), "", "## Payload bandwidth", "",
+          *bandwidth_lines(mp_res, py_res, lim_res), "", "## Machine limits (multiproc_limits)",
+          "", *limits_lines(lim_res), "", "## Targets (issue 5)", "", *summary_lines(rows), ""]
+    with open(args.out, "w") as f:
+        f.write("\n".join(md))
+    log(f"== wrote {args.out}; total {total:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"multiproc": mp_res, "python": py_data, "limits": lim_res}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+// multiproc — mp::async_result: the future of a pool task (Python's AsyncResult).
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <istream>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include <multiproc/config.hpp>
+#include <multiproc/detail/call.hpp>
+#include <multiproc/errors.hpp>
+
+namespace multiproc {
+
+namespace detail {
+/// The shared state of one submission (one task, or the chunks of a map). Defined in the
+/// library; the typed layer reaches it through the functions below.
+class result_state;
+MULTIPROC_API void state_wait(result_state& state);
+MULTIPROC_API bool state_wait_for(result_state& state, std::chrono::nanoseconds timeout);
+MULTIPROC_API bool state_ready(const result_state& state) noexcept;
+/// Throws mp::state_error if not ready.
+MULTIPROC_API bool state_successful(const result_state& state);
+/// Rethrows the stored error, if any (the first failed part in input order).
+MULTIPROC_API void state_rethrow(const result_state& state);
+MULTIPROC_API std::size_t state_parts(const result_state& state) noexcept;
+/// Runs `reader` on the bytes of `part`; a decoding failure becomes serialization_error.
+MULTIPROC_API void state_decode(const result_state& state, std::size_t part,
+                                void (*reader)(std::istream& in, void* out), void* out);
+/// Runs `callback` once the state is ready: at once in this thread if it already is,
+/// otherwise in the pool's result thread.
+MULTIPROC_API void state_then(result_state& state, std::function<void()> callback);
+
+template <class R>
+void read_value(std::istream& in, void* out) {
+  cereal::BinaryInputArchive archive(in);
+  archive(*static_cast<R*>(out));
+}
+template <class R>
+void read_chunk(std::istream& in, void* out) {
+  decode_chunk(in, *static_cast<std::vector<R>*>(out));
+}
+template <class R>
+struct value_decoder {
+  static R decode(const result_state& state) {
+    if constexpr (!std::is_void_v<R>) {
+      R value{};
+      state_decode(state, 0, &read_value<R>, &value);
+      return value;
+    }
+  }
+};
+/// map: the parts are chunks whose results are concatenated in order.
+template <class R>
+struct chunks_decoder {
+  static std::vector<R> decode(const result_state& state) {
+    std::vector<R> values;
+    for (std::size_t part = 0; part < state_parts(state); ++part) {
+      state_decode(state, part, &read_chunk<R>, &values);
+    }
+    return values;
+  }
+};
+}  // namespace detail
+
+/// The result of a task submitted to a pool. Copyable; copies share the state. R may be
+/// void. The result stays available after get(): get() may be called again.
+template <class R>
+class async_result {
+ public:
+  async_result() = default;
+  /// Used by mp::pool.
+  async_result(std::shared_ptr<detail::result_state> state,
+               R (*decode)(const detail::result_state&))
+      : state_(std::move(state)), decode_(decode) {}
+
+  /// Waits for the result and returns it, or rethrows the task's error: mp::remote_error
+  /// (the target threw), mp::worker_lost (its worker died), mp::serialization_error,
+  /// mp::state_error (the pool was terminated or is broken).
+  R get() const {
+    detail::state_wait(*state_);
+    detail::state_rethrow(*state_);
+    return decode_(*state_);
+  }
+  /// As get(), waiting at most `timeout`; throws mp::timeout_error when it runs out (the
+  /// result is not lost: a later get() still returns it).
+  template <class Rep, class Period>
+  R get(std::chrono::duration<Rep, Period> timeout) const {
+    if (!wait_for(timeout))
+      throw timeout_error("async_result::get: the result was not ready in time");
+    return get();
+  }
+  /// Waits until the result is ready.
+  void wait() const { detail::state_wait(*state_); }
+  /// Waits at most `timeout`; true if the result is ready.
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
+    return detail::state_wait_for(*state_,
+                                  std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+  }
+  /// True once the task finished, successfully or not.
+  bool ready() const noexcept { return detail::state_ready(*state_); }
+  /// True if it finished without error. Throws mp::state_error if not ready yet.
+  bool successful() const { return detail::state_successful(*state_); }
+  /// Python's callback / error_callback: `on_value(R)` (or `on_value()` for void) runs when
+  /// the task succeeds, `on_error(std::exception_ptr)` when it fails. They run once, in the
+  /// pool's result thread (or at once in this thread if the result is already ready): keep
+  /// them short and do not wait on the pool from them. An exception a callback throws is
+  /// printed to stderr and dropped. Returns *this for chaining.
+  template <class OnValue, class OnError = std::nullptr_t>
+  const async_result& then(OnValue on_value, OnError on_error = nullptr) const {
+    auto self = *this;
+    detail::state_then(
+        *state_, [self, on_value = std::move(on_value), on_error = std::move(on_error)]() mutable {
+          std::exception_ptr failure;
+          if constexpr (std::is_void_v<R>) {
+            try {
+              self.get();
+            } catch (...) {
+              failure = std::current_exception();
+            }
+            if (!failure) return guarded([&] { on_value(); });
+          } else {
+            std::optional<R> value;
+            try {
+              value.emplace(self.get());
+            } catch (...) {
+              failure = std::current_exception();
+            }
+            if (!failure) return guarded([&] { on_value(std::move(*value)); });
+          }
+          if constexpr (!std::is_null_pointer_v<OnError>) guarded([&] { on_error(failure); });
+        });
+    return *this;
+  }
+
+ private:
+  template <class Fn>
+  static void guarded(Fn&& fn) noexcept {
+    try {
+      fn();
+    } catch (...) {
+      std::fputs("multiproc: a result callback threw; its exception was dropped\n", stderr);
+    }
+  }
+  std::shared_ptr<detail::result_state> state_;
+  R (*decode_)(const detail::result_state&) = nullptr;
+};
+
+}  // namespace multiproc

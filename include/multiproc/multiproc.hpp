@@ -1,0 +1,11 @@
+// multiproc — Python's multiprocessing for C++. The one include a user needs.
+#pragma once
+
+#include <multiproc/async_result.hpp>
+#include <multiproc/config.hpp>
+#include <multiproc/errors.hpp>
+#include <multiproc/init.hpp>
+#include <multiproc/pool.hpp>
+#include <multiproc/process.hpp>
+#include <multiproc/serialization.hpp>
+#include <multiproc/this_process.hpp>

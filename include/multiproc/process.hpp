@@ -1,0 +1,99 @@
+// multiproc — mp::process: run one function in another process (Python's Process).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include <multiproc/config.hpp>
+#include <multiproc/detail/call.hpp>
+#include <multiproc/errors.hpp>
+#include <multiproc/init.hpp>
+
+namespace multiproc {
+
+namespace detail {
+struct process_impl;
+/// Deletes out of line, so the user's code never needs process_impl's definition.
+struct process_impl_deleter {
+  MULTIPROC_API void operator()(process_impl* impl) const noexcept;
+};
+using process_handle = std::unique_ptr<process_impl, process_impl_deleter>;
+MULTIPROC_API process_handle make_process(start_method method, const call_spec& call);
+}  // namespace detail
+
+/// A function running in another process. Move-only. The target is a plain function or a
+/// captureless lambda; the arguments are copied into the child by serialisation on every
+/// start method (fork included), so what works on fork works on spawn. The target's return
+/// value is discarded, as in Python.
+class MULTIPROC_API process {
+ public:
+  /// Binds `target(args...)` with the default start method; nothing runs until start().
+  /// Throws mp::serialization_error if an argument cannot be encoded. Capturing lambdas,
+  /// stateful function objects and non-serialisable arguments do not compile.
+  template <class F, class... Args>
+  explicit process(F&& target, Args&&... args)
+      : process(default_start_method(), std::forward<F>(target), std::forward<Args>(args)...) {}
+
+  /// As above, with the start method chosen for this object (Python's get_context()).
+  /// Throws mp::start_error if `method` is not available on this platform.
+  template <class F, class... Args>
+  process(start_method method, F&& target, Args&&... args) {
+    static_assert(detail::check_call<F, Args...>());
+    detail::bound_call<F, Args...> call(std::forward<F>(target), std::forward<Args>(args)...);
+    impl_ = detail::make_process(method, call.spec());
+  }
+
+  process(process&& other) noexcept;
+  process& operator=(process&& other) noexcept;
+  process(const process&) = delete;
+  process& operator=(const process&) = delete;
+  /// A child still running is joined, or, if it is a daemon, terminated and reaped; no
+  /// zombie is ever left behind.
+  ~process();
+
+  /// Starts the child. Throws mp::state_error if already started, mp::start_error if the
+  /// OS refuses (with its error code), or, in a spawned child that was never diverted by
+  /// mp::init, mp::start_error naming mp::init.
+  void start();
+  /// Waits until the child ends. Throws mp::state_error before start().
+  void join();
+  /// Waits at most `timeout`; true once the child has ended. Throws mp::state_error before
+  /// start().
+  template <class Rep, class Period>
+  bool join(std::chrono::duration<Rep, Period> timeout) {
+    return join_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+  }
+  /// True between start() and the child's end.
+  bool is_alive() const;
+  /// Asks the child to end: SIGTERM on POSIX; TerminateProcess on Windows, where exitcode()
+  /// then reads -SIGTERM as in Python. No-op once it ended. Throws mp::state_error before
+  /// start().
+  void terminate();
+  /// Ends the child at once: SIGKILL on POSIX; TerminateProcess on Windows (exitcode()
+  /// reads -SIGKILL). No-op once it ended. Throws mp::state_error before start().
+  void kill();
+  /// nullopt until the child has ended (and was waited for); then 0 on success, 1 for an
+  /// uncaught exception (printed as "<type>: <what>" on the child's stderr), the status
+  /// passed to exit(), or -N if signal N ended it.
+  std::optional<int> exitcode() const;
+  /// The child's process id; nullopt before start().
+  std::optional<long> pid() const;
+  /// The name, "process-1", "process-2", ... unless set.
+  const std::string& name() const;
+  void set_name(std::string name);
+  /// A daemon child is terminated (not joined) when its process object is destroyed.
+  bool daemon() const;
+  /// Throws mp::state_error after start(), as Python does.
+  void set_daemon(bool daemon);
+  /// The start method this object uses.
+  start_method method() const;
+
+ private:
+  bool join_for(std::chrono::nanoseconds timeout);
+  detail::process_handle impl_;
+};
+
+}  // namespace multiproc

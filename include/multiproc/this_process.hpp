@@ -1,0 +1,27 @@
+// multiproc — facts about the calling process, cpu_count and fork.
+#pragma once
+
+#include <multiproc/config.hpp>
+
+namespace multiproc {
+
+namespace this_process {
+/// The calling process's id (os.getpid()).
+MULTIPROC_API long id() noexcept;
+/// The id of the calling process's parent (os.getppid()).
+MULTIPROC_API long parent_id() noexcept;
+}  // namespace this_process
+
+/// The number of CPUs this process may run on (its affinity mask where the platform has
+/// one), at least 1. The default size of mp::pool.
+MULTIPROC_API unsigned cpu_count() noexcept;
+
+#if MULTIPROC_HAS_FORK
+/// os.fork(): returns 0 in the child and the child's id in the parent. Throws
+/// mp::start_error (with the OS error) if fork fails. The child is the caller's own copy;
+/// it holds no multiproc descriptor (channels of pools and processes are closed in it).
+/// POSIX only: test MULTIPROC_HAS_FORK.
+MULTIPROC_API long fork();
+#endif
+
+}  // namespace multiproc

@@ -1,0 +1,160 @@
+// mp::process: one call in one child, on either start method.
+#include <atomic>
+#include <chrono>
+#include <system_error>
+
+#include <multiproc/process.hpp>
+
+#include "runtime.hpp"
+
+namespace multiproc {
+
+namespace detail {
+
+struct process_impl {
+  start_method method;
+  std::string call;  // the encoded call, decoded in the child on every start method
+  std::string name;
+  bool daemon = false;
+  bool started = false;
+  long creator = 0;
+  mutable os::child child;
+};
+
+namespace {
+std::atomic<unsigned long> process_counter{0};
+
+#if MULTIPROC_HAS_FORK
+int run_forked_call(void* context) {
+  const auto& call = *static_cast<const std::string*>(context);
+  return run_process_call(call.data(), call.size());
+}
+#endif
+
+process_impl& checked(const process_handle& impl) {
+  if (!impl) throw state_error("process: this object was moved from");
+  return *impl;
+}
+process_impl& started(const process_handle& impl, const char* operation) {
+  auto& p = checked(impl);
+  if (!p.started) throw state_error(std::string("process::") + operation + " before start()");
+  return p;
+}
+}  // namespace
+
+void process_impl_deleter::operator()(process_impl* impl) const noexcept {
+  delete impl;
+}
+
+process_handle make_process(start_method method, const call_spec& call) {
+  process_handle impl(new process_impl);
+  impl->method = checked_method(method);
+  impl->call = encode_call(call);
+  impl->name = "process-" + std::to_string(++process_counter);
+  impl->creator = os::current_pid();
+  return impl;
+}
+
+}  // namespace detail
+
+process::process(process&& other) noexcept = default;
+process& process::operator=(process&& other) noexcept {
+  if (this != &other) {
+    process doomed(std::move(*this));  // joins or terminates what this held
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
+
+process::~process() {
+  if (!impl_ || !impl_->started) return;
+  // A forked copy of this object belongs to its parent's child, not to this process.
+  if (impl_->creator != detail::os::current_pid()) return;
+  if (impl_->child.exit_code()) return;
+  if (impl_->daemon) {
+    impl_->child.terminate();
+    if (impl_->child.wait(std::chrono::seconds(2))) return;
+    impl_->child.kill();
+  }
+  impl_->child.wait(std::nullopt);
+}
+
+void process::start() {
+  auto& p = detail::checked(impl_);
+  if (p.started) throw state_error("process::start: this process was already started");
+  detail::ensure_may_start();
+  if (p.method == start_method::fork) {
+#if MULTIPROC_HAS_FORK
+    p.child = detail::os::fork_child(&detail::run_forked_call, &p.call, nullptr,
+                                     detail::os::child_kind::process);
+#endif
+  } else {
+    auto [parent_end, child_end] = detail::os::make_channel_pair();
+    const std::string secret = detail::make_secret();
+    p.child = detail::os::spawn_child(child_end, secret, detail::os::child_kind::process);
+    std::string message;
+    detail::append_hello(message, secret, false);
+    const std::size_t at = detail::begin_frame(message, detail::frame_kind::run_once, 0);
+    message += p.call;
+    detail::end_frame(message, at);
+    try {
+      parent_end.write_all(message.data(), message.size());
+    } catch (const std::system_error&) {
+      // The child is already gone (it refused the hello, or was killed): its exit code says why.
+    }
+  }
+  p.started = true;
+}
+
+void process::join() {
+  detail::started(impl_, "join").child.wait(std::nullopt);
+}
+
+bool process::join_for(std::chrono::nanoseconds timeout) {
+  return detail::started(impl_, "join").child.wait(timeout);
+}
+
+bool process::is_alive() const {
+  const auto& p = detail::checked(impl_);
+  return p.started && !p.child.wait(std::chrono::nanoseconds(0));
+}
+
+void process::terminate() {
+  detail::started(impl_, "terminate").child.terminate();
+}
+void process::kill() {
+  detail::started(impl_, "kill").child.kill();
+}
+
+std::optional<int> process::exitcode() const {
+  const auto& p = detail::checked(impl_);
+  if (!p.started) return std::nullopt;
+  p.child.wait(std::chrono::nanoseconds(0));  // Python's exitcode polls, too
+  return p.child.exit_code();
+}
+
+std::optional<long> process::pid() const {
+  const auto& p = detail::checked(impl_);
+  if (!p.started) return std::nullopt;
+  return p.child.pid();
+}
+
+const std::string& process::name() const {
+  return detail::checked(impl_).name;
+}
+void process::set_name(std::string name) {
+  detail::checked(impl_).name = std::move(name);
+}
+bool process::daemon() const {
+  return detail::checked(impl_).daemon;
+}
+void process::set_daemon(bool daemon) {
+  auto& p = detail::checked(impl_);
+  if (p.started) throw state_error("process::set_daemon: the process was already started");
+  p.daemon = daemon;
+}
+start_method process::method() const {
+  return detail::checked(impl_).method;
+}
+
+}  // namespace multiproc

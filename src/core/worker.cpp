@@ -1,0 +1,156 @@
+// The child side: the pool worker loop and the body of an mp::process child.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <system_error>
+#include <unordered_map>
+
+#include "runtime.hpp"
+
+namespace multiproc::detail {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+/// Results are batched while more tasks are already buffered, but never held longer than
+/// this or beyond this size: the parent is waiting for them.
+constexpr auto flush_delay = std::chrono::microseconds(300);
+constexpr std::size_t flush_size = 64 * 1024;
+
+void append_outcome(std::string& out, const task_outcome& outcome) {
+  append_string(out, outcome.type_name);
+  append_string(out, outcome.message);
+}
+
+/// Runs one task frame and appends its result frame to `out`. A result too large for the
+/// channel is left in a shared block, held in `held` until the parent releases it.
+void answer_task(const frame_header& header, const char* body, std::string& out,
+                 std::unordered_map<std::uint64_t, os::shared_block>& held) {
+  const std::size_t at = begin_frame(out, frame_kind::result, header.id);
+  const std::size_t status_at = out.size();
+  out.push_back(static_cast<char>(result_status::ok));
+  const std::size_t result_start = out.size();
+
+  os::shared_block arguments;
+  const char* data = body;
+  std::size_t size = header.body_size;
+  task_outcome outcome;
+  os::shared_block result_block;
+  std::size_t result_block_size = 0;
+  const auto started = clock::now();
+  try {
+    if (header.flags & body_in_block) {
+      body_reader reader(body, header.body_size);
+      const std::uint64_t token = reader.u64();
+      size = static_cast<std::size_t>(reader.u64());
+      arguments = os::shared_block::open_from_parent(token, size);
+      data = arguments.data();
+    }
+  } catch (const std::exception& e) {
+    outcome.status = result_status::bad_arguments;
+    outcome.message = std::string("could not map the arguments' shared block: ") + e.what();
+  }
+  if (outcome.status == result_status::ok) {
+    outcome =
+        run_call_body(data, size, &out, result_start, true, &result_block, &result_block_size);
+  }
+  arguments = os::shared_block();
+  const auto elapsed =
+      std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started);
+
+  frame_header patched;
+  std::memcpy(&patched, out.data() + at, sizeof patched);
+  patched.elapsed_us = static_cast<std::uint32_t>(
+      std::min<long long>(elapsed.count(), std::numeric_limits<std::uint32_t>::max()));
+  if (outcome.status != result_status::ok) {
+    out.resize(result_start);
+    out[status_at] = static_cast<char>(outcome.status);
+    append_outcome(out, outcome);
+  } else if (result_block) {
+    out.resize(result_start);
+    append_u64(out, result_block.export_to_parent());
+    append_u64(out, result_block_size);
+    patched.flags |= body_in_block;
+    held.emplace(header.id, std::move(result_block));
+  }
+  std::memcpy(out.data() + at, &patched, sizeof patched);
+  end_frame(out, at);
+}
+
+}  // namespace
+
+int run_worker(os::channel& channel, frame_reader& reader) {
+  os::block_broken_pipe_signal_in_this_thread();
+  std::string out;
+  std::unordered_map<std::uint64_t, os::shared_block> held;
+  auto flush = [&] {
+    if (!out.empty()) channel.write_all(out.data(), out.size());
+    out.clear();
+  };
+  try {
+    end_frame(out,
+              begin_frame(out, frame_kind::ready, static_cast<std::uint64_t>(os::current_pid())));
+    flush();
+    clock::time_point oldest_unflushed{};
+    frame_header header{};
+    const char* body = nullptr;
+    for (;;) {
+      if (!out.empty() && !reader.has_buffered_frame()) flush();  // before blocking in read
+      if (!reader.next(header, body)) return 0;                   // the parent is gone
+      switch (header.kind) {
+        case frame_kind::task: {
+          const bool was_empty = out.empty();
+          answer_task(header, body, out, held);
+          const auto now = clock::now();
+          if (was_empty) oldest_unflushed = now;
+          if (out.size() >= flush_size || now - oldest_unflushed >= flush_delay) flush();
+          break;
+        }
+        case frame_kind::initializer: {
+          const task_outcome outcome =
+              run_call_body(body, header.body_size, nullptr, 0, false, nullptr, nullptr);
+          if (outcome.status != result_status::ok) {
+            const std::size_t at = begin_frame(out, frame_kind::initializer_failed, 0);
+            out.push_back(static_cast<char>(outcome.status));
+            append_outcome(out, outcome);
+            end_frame(out, at);
+            flush();
+            return 1;
+          }
+          break;
+        }
+        case frame_kind::release:
+          held.erase(header.id);
+          break;
+        case frame_kind::stop:
+          flush();
+          return 0;
+        default:
+          std::fprintf(stderr, "multiproc: worker got an unknown frame (kind %d); exiting\n",
+                       static_cast<int>(header.kind));
+          return protocol_failure_exit_code;
+      }
+    }
+  } catch (const std::system_error&) {
+    return 0;  // the channel broke: the parent is gone, nobody is left to answer
+  }
+}
+
+int run_process_call(const char* body, std::size_t size) {
+  const task_outcome outcome = run_call_body(body, size, nullptr, 0, false, nullptr, nullptr);
+  int code = 0;
+  if (outcome.status == result_status::raised) {
+    std::fprintf(stderr, "%s: %s\n", outcome.type_name.c_str(), outcome.message.c_str());
+    code = 1;
+  } else if (outcome.status != result_status::ok) {
+    std::fprintf(stderr, "multiproc: %s\n", outcome.message.c_str());
+    code = 1;
+  }
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+  return code;
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,24 @@
+// POSIX backend internals shared by its files.
+#pragma once
+
+#include <mutex>
+#include <system_error>
+
+namespace multiproc::detail::os::posix {
+
+/// The library's own descriptors, so a forked child can close those it must not hold (a
+/// worker holding another worker's pipe would hide that worker's death). A fixed table of
+/// atomics: usable between fork and _exit, no allocation.
+void register_descriptor(int fd) noexcept;
+void unregister_descriptor(int fd) noexcept;
+/// In a forked child: closes every registered descriptor except `keep_a` and `keep_b`.
+void close_registered_descriptors(int keep_a, int keep_b) noexcept;
+
+/// Held across fork() so no other thread holds it at the moment of the fork.
+std::mutex& code_cache_mutex();
+
+inline std::system_error last_error(const char* what) {
+  return std::system_error(errno, std::generic_category(), what);
+}
+
+}  // namespace multiproc::detail::os::posix

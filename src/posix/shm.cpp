@@ -1,0 +1,151 @@
+// Shared blocks on POSIX. Linux: an anonymous memfd, opened by the peer through
+// /proc/<pid>/fd/<n> while the sender still holds it, so no name exists that a crash could
+// leak. Elsewhere shared blocks are not offered and large payloads use the channel.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+#include "../backend.hpp"
+#include "internal.hpp"
+
+namespace multiproc::detail::os {
+
+shared_block::shared_block(shared_block&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      handle_(std::exchange(other.handle_, invalid_handle)) {}
+
+shared_block& shared_block::operator=(shared_block&& other) noexcept {
+  if (this != &other) {
+    release();
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    handle_ = std::exchange(other.handle_, invalid_handle);
+  }
+  return *this;
+}
+
+shared_block::~shared_block() {
+  release();
+}
+
+void shared_block::release() noexcept {
+  if (data_ != nullptr) ::munmap(data_, size_);
+  if (handle_ >= 0) {
+    posix::unregister_descriptor(static_cast<int>(handle_));
+    ::close(static_cast<int>(handle_));
+  }
+  data_ = nullptr;
+  size_ = 0;
+  handle_ = invalid_handle;
+}
+
+#if defined(__linux__)
+
+namespace {
+char* map_descriptor(int fd, std::size_t size) {
+  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (data == MAP_FAILED) throw posix::last_error("multiproc: mapping a shared block");
+  return static_cast<char*>(data);
+}
+
+/// Maps the block a peer holds as descriptor `token`, while it still holds it.
+char* map_peer(long pid, std::uint64_t token, std::size_t size) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(token);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) throw posix::last_error("multiproc: opening a peer's shared block");
+  char* data = nullptr;
+  try {
+    data = map_descriptor(fd, size);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);  // the mapping keeps the memory alive
+  return data;
+}
+}  // namespace
+
+bool shared_block::supported() noexcept {
+  return true;
+}
+
+shared_block shared_block::create(std::size_t size) {
+  shared_block block;
+  const int fd = ::memfd_create("multiproc-payload", MFD_CLOEXEC);
+  if (fd < 0) throw posix::last_error("multiproc: creating a shared block");
+  posix::register_descriptor(fd);
+  block.handle_ = fd;
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    throw posix::last_error("multiproc: sizing a shared block");
+  }
+  block.data_ = map_descriptor(fd, size);
+  block.size_ = size;
+  return block;
+}
+
+void shared_block::grow(std::size_t size) {
+  if (size <= size_) return;
+  // The memfd grows in place; the mapping moves if it must. Nothing is copied.
+  if (::ftruncate(static_cast<int>(handle_), static_cast<off_t>(size)) != 0) {
+    throw posix::last_error("multiproc: growing a shared block");
+  }
+  void* moved = ::mremap(data_, size_, size, MREMAP_MAYMOVE);
+  if (moved == MAP_FAILED) throw posix::last_error("multiproc: growing a shared block");
+  data_ = static_cast<char*>(moved);
+  size_ = size;
+}
+
+std::uint64_t shared_block::export_to_child(const child&) {
+  return static_cast<std::uint64_t>(handle_);
+}
+std::uint64_t shared_block::export_to_parent() {
+  return static_cast<std::uint64_t>(handle_);
+}
+
+shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t size) {
+  shared_block block;
+  block.data_ = map_peer(static_cast<long>(::getppid()), token, size);
+  block.size_ = size;
+  return block;
+}
+
+shared_block shared_block::open_from_child(const child& sender, std::uint64_t token,
+                                           std::size_t size) {
+  shared_block block;
+  block.data_ = map_peer(sender.pid(), token, size);
+  block.size_ = size;
+  return block;
+}
+
+#else
+
+bool shared_block::supported() noexcept {
+  return false;
+}
+shared_block shared_block::create(std::size_t) {
+  throw std::system_error(std::make_error_code(std::errc::function_not_supported),
+                          "multiproc: shared blocks");
+}
+void shared_block::grow(std::size_t) {
+  create(0);
+}
+std::uint64_t shared_block::export_to_child(const child&) {
+  return 0;
+}
+std::uint64_t shared_block::export_to_parent() {
+  return 0;
+}
+shared_block shared_block::open_from_parent(std::uint64_t, std::size_t) {
+  return create(0);
+}
+shared_block shared_block::open_from_child(const child&, std::uint64_t, std::size_t) {
+  return create(0);
+}
+
+#endif
+
+}  // namespace multiproc::detail::os

@@ -1,0 +1,102 @@
+// Channels on Windows: two anonymous pipes per parent/child pair.
+#include "../backend.hpp"
+
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+
+#include <algorithm>
+#include <system_error>
+
+#include <multiproc/errors.hpp>
+
+namespace multiproc::detail::os {
+
+namespace {
+
+HANDLE as_handle(native_handle h) noexcept { return reinterpret_cast<HANDLE>(h); }
+native_handle as_native(HANDLE h) noexcept { return reinterpret_cast<native_handle>(h); }
+
+// ReadFile/WriteFile take a DWORD count; larger requests go in pieces of this size.
+constexpr std::size_t max_io_chunk = std::size_t{1} << 30;
+
+// The pipe buffer is only a hint to the system, but a large one lets a whole batch of tasks or
+// a medium payload go through in one write without waiting for the reader to wake up.
+constexpr DWORD pipe_buffer_hint = 1 << 20;
+
+}  // namespace
+
+std::size_t channel::read_some(void* buffer, std::size_t size) {
+  if (size == 0) return 0;
+  const auto wanted = static_cast<DWORD>(std::min(size, max_io_chunk));
+  for (;;) {
+    DWORD got = 0;
+    if (!ReadFile(as_handle(read_), buffer, wanted, &got, nullptr)) {
+      const DWORD error = GetLastError();
+      // The writer closed its end (or died): that is the end of the stream, not a failure.
+      if (error == ERROR_BROKEN_PIPE || error == ERROR_HANDLE_EOF) return 0;
+      throw std::system_error(static_cast<int>(error), std::system_category(), "ReadFile");
+    }
+    // A successful read of zero bytes is a zero-length write by the peer, not end of stream
+    // (which pipes report as ERROR_BROKEN_PIPE): keep waiting for real data.
+    if (got != 0) return got;
+  }
+}
+
+void channel::write_all(const void* data, std::size_t size) {
+  const char* next = static_cast<const char*>(data);
+  while (size != 0) {
+    const auto chunk = static_cast<DWORD>(std::min(size, max_io_chunk));
+    DWORD written = 0;
+    if (!WriteFile(as_handle(write_), next, chunk, &written, nullptr)) {
+      const DWORD error = GetLastError();
+      // ERROR_NO_DATA: "the pipe is being closed" — the reader is gone, as EPIPE on POSIX.
+      if (error == ERROR_NO_DATA || error == ERROR_BROKEN_PIPE) {
+        throw std::system_error(std::make_error_code(std::errc::broken_pipe), "WriteFile");
+      }
+      throw std::system_error(static_cast<int>(error), std::system_category(), "WriteFile");
+    }
+    next += written;
+    size -= written;
+  }
+}
+
+void channel::close() noexcept {
+  if (read_ != invalid_handle) CloseHandle(as_handle(std::exchange(read_, invalid_handle)));
+  close_write();
+}
+
+void channel::close_write() noexcept {
+  if (write_ != invalid_handle) CloseHandle(as_handle(std::exchange(write_, invalid_handle)));
+}
+
+std::pair<channel, channel> make_channel_pair() {
+  // A null SECURITY_ATTRIBUTES makes both ends non-inheritable; spawn_child lends the child's
+  // ends out explicitly, so no other CreateProcess in this program can pick them up.
+  HANDLE down_read = nullptr, down_write = nullptr;  // parent -> child
+  HANDLE up_read = nullptr, up_write = nullptr;      // child -> parent
+  if (!CreatePipe(&down_read, &down_write, nullptr, pipe_buffer_hint)) {
+    const DWORD error = GetLastError();
+    throw start_error("cannot create a pipe",
+                      std::error_code(static_cast<int>(error), std::system_category()));
+  }
+  if (!CreatePipe(&up_read, &up_write, nullptr, pipe_buffer_hint)) {
+    const DWORD error = GetLastError();
+    CloseHandle(down_read);
+    CloseHandle(down_write);
+    throw start_error("cannot create a pipe",
+                      std::error_code(static_cast<int>(error), std::system_category()));
+  }
+  return {channel(as_native(up_read), as_native(down_write)),
+          channel(as_native(down_read), as_native(up_write))};
+}
+
+void block_broken_pipe_signal_in_this_thread() noexcept {
+  // Windows has no SIGPIPE: a write to a closed pipe fails with ERROR_NO_DATA instead.
+}
+
+}  // namespace multiproc::detail::os

@@ -1,0 +1,454 @@
+// Children on Windows: spawn by CreateProcessW of the program's own image, wait on the process
+// handle, end with TerminateProcess, tie pool workers to the parent with a job object.
+#include "../backend.hpp"
+
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cwchar>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <multiproc/errors.hpp>
+
+namespace multiproc::detail::os {
+
+namespace {
+
+HANDLE as_handle(native_handle h) noexcept { return reinterpret_cast<HANDLE>(h); }
+native_handle as_native(HANDLE h) noexcept { return reinterpret_cast<native_handle>(h); }
+
+// Python reports a process ended by a signal as -N. Windows has no signals, so terminate() and
+// kill() pass these exit codes to TerminateProcess and exit_code() maps them back to -SIGTERM
+// and -SIGKILL. They are read back that way only when this object did send the request, so a
+// program that happens to exit with 65551 by itself still reads as 65551.
+constexpr int sigterm_number = 15;
+constexpr int sigkill_number = 9;
+constexpr UINT signal_exit_base = 0x10000;  // the code Python's own terminate() uses
+constexpr UINT terminate_exit_code = signal_exit_base | sigterm_number;
+constexpr UINT kill_exit_code = signal_exit_base | sigkill_number;
+
+std::error_code last_error_code() noexcept {
+  return {static_cast<int>(GetLastError()), std::system_category()};
+}
+
+std::wstring widen(std::string_view text) {
+  if (text.empty()) return {};
+  const int length = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, text.data(),
+                                         static_cast<int>(text.size()), nullptr, 0);
+  if (length <= 0) throw start_error("text is not valid UTF-8", last_error_code());
+  std::wstring wide(static_cast<std::size_t>(length), L'\0');
+  MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, text.data(), static_cast<int>(text.size()),
+                      wide.data(), length);
+  return wide;
+}
+
+std::mutex executable_mutex;
+std::wstring executable_override;  // guarded by executable_mutex; empty: this program's image
+
+// Set in a spawned pool worker: its process-kind children break away from the worker job, so
+// they outlive the pool the way an mp::process started anywhere else does.
+std::atomic<bool> running_in_worker_job{false};
+
+std::wstring own_module_path() {
+  // GetModuleFileNameW truncates silently; a result that fills the buffer may be cut short.
+  std::wstring path(MAX_PATH, L'\0');
+  for (;;) {
+    const DWORD length = GetModuleFileNameW(nullptr, path.data(), static_cast<DWORD>(path.size()));
+    if (length == 0) throw start_error("cannot find this program's path", last_error_code());
+    if (length < path.size()) {
+      path.resize(length);
+      return path;
+    }
+    if (path.size() >= 32768) {  // the longest path Windows supports
+      throw start_error("cannot find this program's path",
+                        std::make_error_code(std::errc::filename_too_long));
+    }
+    path.resize(path.size() * 2);
+  }
+}
+
+std::wstring spawn_program() {
+  {
+    std::lock_guard<std::mutex> lock(executable_mutex);
+    if (!executable_override.empty()) return executable_override;
+  }
+  return own_module_path();
+}
+
+// The job every pool worker joins. Closing its last handle — which happens only when this
+// process ends, however it ends — kills every worker still in it. Deliberately never closed.
+HANDLE worker_job() noexcept {
+  static const HANDLE job = []() -> HANDLE {
+    HANDLE created = CreateJobObjectW(nullptr, nullptr);  // not inheritable: no child keeps it alive
+    if (created == nullptr) return nullptr;
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION limits{};
+    // BREAKAWAY_OK lets a worker start an mp::process that outlives the pool (see spawn_child).
+    limits.BasicLimitInformation.LimitFlags =
+        JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE | JOB_OBJECT_LIMIT_BREAKAWAY_OK;
+    if (!SetInformationJobObject(created, JobObjectExtendedLimitInformation, &limits,
+                                 sizeof limits)) {
+      CloseHandle(created);
+      return nullptr;
+    }
+    return created;
+  }();
+  return job;
+}
+
+// Windows keeps the first name of a variable that appears twice, so the marker must replace
+// any inherited one (a spawned child starting children of its own), not be appended after it.
+bool is_variable(std::wstring_view entry, std::wstring_view name) noexcept {
+  if (entry.size() <= name.size() || entry[name.size()] != L'=') return false;
+  return CompareStringOrdinal(entry.data(), static_cast<int>(name.size()), name.data(),
+                              static_cast<int>(name.size()), TRUE) == CSTR_EQUAL;
+}
+
+// This process's environment plus the marker, in the sorted order CreateProcess expects.
+std::wstring environment_with(std::wstring_view name, std::wstring_view value) {
+  std::wstring entry_to_add(name);
+  entry_to_add += L'=';
+  entry_to_add += value;
+
+  LPWCH block = GetEnvironmentStringsW();
+  if (block == nullptr) throw start_error("cannot read the environment", last_error_code());
+  std::wstring result;
+  bool added = false;
+  for (const wchar_t* entry = block; *entry != L'\0'; entry += std::wcslen(entry) + 1) {
+    const std::wstring_view current(entry);
+    if (is_variable(current, name)) continue;
+    // Entries such as "=C:=C:\dir" (per-drive directories) stay first, where Windows puts them.
+    if (!added && current.front() != L'=' &&
+        CompareStringOrdinal(current.data(), static_cast<int>(current.size()),
+                             entry_to_add.data(), static_cast<int>(entry_to_add.size()),
+                             TRUE) == CSTR_GREATER_THAN) {
+      result += entry_to_add;
+      result += L'\0';
+      added = true;
+    }
+    result += current;
+    result += L'\0';
+  }
+  FreeEnvironmentStringsW(block);
+  if (!added) {
+    result += entry_to_add;
+    result += L'\0';
+  }
+  result += L'\0';
+  return result;
+}
+
+// The handles one CreateProcess call passes on, and the copies it made for that.
+class inheritance {
+ public:
+  inheritance() = default;
+  inheritance(const inheritance&) = delete;
+  inheritance& operator=(const inheritance&) = delete;
+  ~inheritance() {
+    for (HANDLE h : duplicates_) CloseHandle(h);
+    if (list_ != nullptr) DeleteProcThreadAttributeList(list_);
+  }
+
+  // A handle the caller owns and closes once the child is started (or failed to start), so
+  // its flag is never reset: by then the value may name another thread's new handle.
+  void lend(HANDLE h) {
+    if (!SetHandleInformation(h, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT)) {
+      throw start_error("cannot pass a pipe to the child", last_error_code());
+    }
+    handles_.push_back(h);
+  }
+
+  // A standard handle goes to the child as an inheritable duplicate: changing the flag of the
+  // original would race with other threads starting processes. Returns null if there is none
+  // or it cannot be duplicated (the child then simply has no such stream).
+  HANDLE lend_standard(DWORD which) {
+    const HANDLE original = GetStdHandle(which);
+    if (original == nullptr || original == INVALID_HANDLE_VALUE) return nullptr;
+    HANDLE duplicate = nullptr;
+    if (!DuplicateHandle(GetCurrentProcess(), original, GetCurrentProcess(), &duplicate, 0, TRUE,
+                         DUPLICATE_SAME_ACCESS)) {
+      return nullptr;
+    }
+    duplicates_.push_back(duplicate);
+    handles_.push_back(duplicate);
+    return duplicate;
+  }
+
+  // Restricts inheritance to exactly the lent handles, so a handle another thread makes
+  // inheritable at the same moment never reaches this child.
+  LPPROC_THREAD_ATTRIBUTE_LIST attributes() {
+    SIZE_T size = 0;
+    InitializeProcThreadAttributeList(nullptr, 1, 0, &size);
+    storage_.resize(size);
+    auto* list = reinterpret_cast<LPPROC_THREAD_ATTRIBUTE_LIST>(storage_.data());
+    if (!InitializeProcThreadAttributeList(list, 1, 0, &size)) {
+      throw start_error("cannot prepare the child's handle list", last_error_code());
+    }
+    list_ = list;
+    if (!UpdateProcThreadAttribute(list, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST, handles_.data(),
+                                   handles_.size() * sizeof(HANDLE), nullptr, nullptr)) {
+      throw start_error("cannot prepare the child's handle list", last_error_code());
+    }
+    return list;
+  }
+
+ private:
+  std::vector<HANDLE> duplicates_;
+  std::vector<HANDLE> handles_;  // must outlive the CreateProcess call: the list points here
+  std::vector<unsigned char> storage_;
+  LPPROC_THREAD_ATTRIBUTE_LIST list_ = nullptr;
+};
+
+int decode_exit_code(DWORD code, int signal_sent) noexcept {
+  if (signal_sent != 0 && (code == terminate_exit_code || code == kill_exit_code)) {
+    return -static_cast<int>(code - signal_exit_base);
+  }
+  // Everything else is the process's own exit code, taken bit for bit. A crash ends a process
+  // with its NTSTATUS, which has the top bits set, so it reads as a large negative number
+  // (access violation 0xC0000005 reads as -1073741819), never as one of the -N of a signal.
+  return static_cast<int>(code);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// child
+
+child::child(child&& other) noexcept {
+  std::lock_guard<std::mutex> lock(other.mutex_);
+  pid_ = std::exchange(other.pid_, 0);
+  handle_ = std::exchange(other.handle_, invalid_handle);
+  exit_code_ = std::exchange(other.exit_code_, std::nullopt);
+  signal_sent_ = std::exchange(other.signal_sent_, 0);
+}
+
+child& child::operator=(child&& other) noexcept {
+  if (this != &other) {
+    std::scoped_lock lock(mutex_, other.mutex_);
+    if (handle_ != invalid_handle) CloseHandle(as_handle(handle_));
+    pid_ = std::exchange(other.pid_, 0);
+    handle_ = std::exchange(other.handle_, invalid_handle);
+    exit_code_ = std::exchange(other.exit_code_, std::nullopt);
+    signal_sent_ = std::exchange(other.signal_sent_, 0);
+  }
+  return *this;
+}
+
+child::~child() {
+  // Closing the handle neither waits for nor ends the child; a process child lives on.
+  if (handle_ != invalid_handle) CloseHandle(as_handle(handle_));
+}
+
+bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
+  HANDLE process = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (exit_code_) return true;
+    if (handle_ == invalid_handle) return false;
+    process = as_handle(handle_);
+  }
+  // The lock is not held while blocking, so terminate() and kill() stay usable meanwhile. The
+  // handle stays valid: only the destructor and moves close it, never concurrently with this.
+  DWORD result = WAIT_TIMEOUT;
+  if (!timeout) {
+    result = WaitForSingleObject(process, INFINITE);
+  } else {
+    using namespace std::chrono;
+    const auto deadline = steady_clock::now() + std::max(*timeout, nanoseconds::zero());
+    for (;;) {
+      const auto left = deadline - steady_clock::now();
+      // Rounded up, so the wait never ends before the timeout; INFINITE itself is excluded.
+      const long long ms =
+          ceil<milliseconds>(std::max(left, steady_clock::duration::zero())).count();
+      const auto slice = static_cast<DWORD>(std::min<long long>(ms, INFINITE - 1));
+      result = WaitForSingleObject(process, slice);
+      if (result != WAIT_TIMEOUT || steady_clock::now() >= deadline) break;
+    }
+  }
+  if (result == WAIT_TIMEOUT) return false;
+  if (result != WAIT_OBJECT_0) {
+    throw std::system_error(last_error_code(), "WaitForSingleObject");
+  }
+  DWORD code = 0;
+  if (!GetExitCodeProcess(process, &code)) {
+    throw std::system_error(last_error_code(), "GetExitCodeProcess");
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!exit_code_) exit_code_ = decode_exit_code(code, signal_sent_);
+  return true;
+}
+
+std::optional<int> child::exit_code() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return exit_code_;
+}
+
+void child::terminate() noexcept { send_signal(sigterm_number); }
+
+void child::kill() noexcept { send_signal(sigkill_number); }
+
+void child::send_signal(int signal_number) noexcept {
+  // Held across TerminateProcess so that a concurrent wait() decodes the exit code only once
+  // signal_sent_ says whether the code came from here.
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (exit_code_ || handle_ == invalid_handle) return;
+  const UINT code = signal_number == sigkill_number ? kill_exit_code : terminate_exit_code;
+  // Fails harmlessly if the child has already ended (its own exit code then stands).
+  if (TerminateProcess(as_handle(handle_), code) && signal_sent_ == 0) {
+    signal_sent_ = signal_number;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// spawning
+
+child spawn_child(channel& child_end, std::string_view secret, child_kind kind) {
+  // The parent's copies of the child's ends go on every path, success or failure: kept, they
+  // would hold the pipes open after the child ends (and they are inheritable once lent).
+  struct closer {
+    channel& end;
+    ~closer() { end.close(); }
+  } close_child_end{child_end};
+
+  const std::wstring program = spawn_program();
+  // Only the program name is on the command line, and Windows paths cannot contain '"', so
+  // plain quotes are exact: the C runtime and CommandLineToArgvW read a quoted first argument
+  // verbatim, with no backslash escaping. The program is named by lpApplicationName anyway,
+  // so nothing is looked up in a search path.
+  std::wstring command_line = L"\"" + program + L"\"";
+
+  const auto read_end = child_end.read_handle();
+  const auto write_end = child_end.write_handle();
+  const bool worker = kind == child_kind::pool_worker;
+  // "<read handle>,<write handle>,<kind>": handle values stay the same in the child.
+  std::string token = std::to_string(read_end) + "," + std::to_string(write_end) +
+                      (worker ? ",w" : ",p");
+  std::wstring marker = widen(token) + L";" + widen(secret);
+  std::wstring environment = environment_with(widen(spawn_marker_variable), marker);
+
+  inheritance inherited;
+  inherited.lend(as_handle(read_end));
+  inherited.lend(as_handle(write_end));
+  STARTUPINFOEXW startup{};
+  startup.StartupInfo.cb = sizeof startup;
+  startup.StartupInfo.dwFlags = STARTF_USESTDHANDLES;
+  startup.StartupInfo.hStdInput = inherited.lend_standard(STD_INPUT_HANDLE);
+  startup.StartupInfo.hStdOutput = inherited.lend_standard(STD_OUTPUT_HANDLE);
+  startup.StartupInfo.hStdError = inherited.lend_standard(STD_ERROR_HANDLE);
+  startup.lpAttributeList = inherited.attributes();
+
+  DWORD flags = CREATE_UNICODE_ENVIRONMENT | EXTENDED_STARTUPINFO_PRESENT;
+  // A worker must not run a single instruction outside the job, or it could outlive a parent
+  // that dies at that moment: it starts suspended and resumes once it is in.
+  if (worker) flags |= CREATE_SUSPENDED;
+  // A program without a console (a GUI program) must not make every child pop up one.
+  if (GetConsoleWindow() == nullptr && GetConsoleCP() == 0) flags |= CREATE_NO_WINDOW;
+  const bool break_away = !worker && running_in_worker_job.load();
+
+  PROCESS_INFORMATION info{};
+  BOOL created = CreateProcessW(program.c_str(), command_line.data(), nullptr, nullptr, TRUE,
+                                flags | (break_away ? CREATE_BREAKAWAY_FROM_JOB : 0),
+                                environment.data(), nullptr, &startup.StartupInfo, &info);
+  if (!created && break_away && GetLastError() == ERROR_ACCESS_DENIED) {
+    // An enclosing job (not ours) forbids breaking away; the child then stays in the jobs
+    // this worker is in, as any process it started would.
+    created = CreateProcessW(program.c_str(), command_line.data(), nullptr, nullptr, TRUE, flags,
+                             environment.data(), nullptr, &startup.StartupInfo, &info);
+  }
+  if (!created) {
+    const std::error_code error = last_error_code();
+    std::string path;
+    {
+      const int length = WideCharToMultiByte(CP_UTF8, 0, program.data(),
+                                             static_cast<int>(program.size()), nullptr, 0,
+                                             nullptr, nullptr);
+      path.resize(static_cast<std::size_t>(std::max(length, 0)));
+      if (length > 0) {
+        WideCharToMultiByte(CP_UTF8, 0, program.data(), static_cast<int>(program.size()),
+                            path.data(), length, nullptr, nullptr);
+      }
+    }
+    throw start_error("cannot start " + path, error);
+  }
+  // The child has its copies now.
+  child_end.close();
+
+  if (worker) {
+    // Best effort: where jobs cannot nest (Windows 7) or the job could not be made, the worker
+    // still exits when its channel closes, which happens when this process ends.
+    const HANDLE job = worker_job();
+    if (job != nullptr) AssignProcessToJobObject(job, info.hProcess);
+    if (ResumeThread(info.hThread) == static_cast<DWORD>(-1)) {
+      const std::error_code error = last_error_code();
+      TerminateProcess(info.hProcess, 1);
+      WaitForSingleObject(info.hProcess, INFINITE);
+      CloseHandle(info.hThread);
+      CloseHandle(info.hProcess);
+      throw start_error("cannot start a worker", error);
+    }
+  }
+  CloseHandle(info.hThread);
+  return child(static_cast<long>(info.dwProcessId), as_native(info.hProcess));
+}
+
+channel adopt_inherited_channel(std::string_view token) {
+  // Accepts exactly what spawn_child writes: "<read>,<write>" and an optional ",<kind>".
+  native_handle values[2] = {invalid_handle, invalid_handle};
+  const char* next = token.data();
+  const char* const end = token.data() + token.size();
+  for (int i = 0; i < 2; ++i) {
+    if (i == 1) {
+      if (next == end || *next != ',') return {};
+      ++next;
+    }
+    long long value = 0;
+    const auto parsed = std::from_chars(next, end, value);
+    if (parsed.ec != std::errc() || value <= 0) return {};
+    values[i] = static_cast<native_handle>(value);
+    next = parsed.ptr;
+  }
+  bool worker = false;
+  if (next != end) {
+    if (end - next != 2 || next[0] != ',' || (next[1] != 'w' && next[1] != 'p')) return {};
+    worker = next[1] == 'w';
+  }
+  for (const native_handle value : values) {
+    // A token naming no pipe (a stale or forged marker) gives a closed channel, and the handle
+    // stops being inheritable so that no child of this one receives it by accident.
+    const HANDLE h = as_handle(value);
+    DWORD handle_flags = 0;
+    if (!GetHandleInformation(h, &handle_flags) || GetFileType(h) != FILE_TYPE_PIPE) return {};
+    SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0);
+  }
+  running_in_worker_job.store(worker);
+  return channel(values[0], values[1]);
+}
+
+bool die_with_parent(long expected_parent) noexcept {
+  // Nothing to arm: a pool worker is in its parent's kill-on-close job from its first
+  // instruction, and it also ends when it reads end of stream on its channel. This only tells
+  // whether the parent has already ended; when that cannot be told (no access), it has not.
+  const HANDLE parent =
+      OpenProcess(SYNCHRONIZE, FALSE, static_cast<DWORD>(expected_parent));
+  if (parent == nullptr) return GetLastError() != ERROR_INVALID_PARAMETER;  // no such process
+  const bool ended = WaitForSingleObject(parent, 0) == WAIT_OBJECT_0;
+  CloseHandle(parent);
+  return !ended;
+}
+
+void set_spawn_executable(std::string utf8_path) {
+  std::wstring wide = widen(utf8_path);
+  std::lock_guard<std::mutex> lock(executable_mutex);
+  executable_override = std::move(wide);
+}
+
+}  // namespace multiproc::detail::os

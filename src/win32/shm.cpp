@@ -1,0 +1,133 @@
+// Shared blocks on Windows: unnamed pagefile-backed sections, passed between processes as
+// duplicated handles. The system frees a section once its last handle and view are gone, so
+// nothing outlives the processes that use it, however they end. Unnamed sections need none of
+// Boost.Interprocess's machinery (whose Windows emulation fails under Wine without a shared
+// directory), and no name can be guessed or squatted by another program.
+#include "../backend.hpp"
+
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+
+#include <algorithm>
+#include <cstring>
+#include <system_error>
+
+namespace multiproc::detail::os {
+
+namespace {
+
+HANDLE as_handle(native_handle h) noexcept { return reinterpret_cast<HANDLE>(h); }
+native_handle as_native(HANDLE h) noexcept { return reinterpret_cast<native_handle>(h); }
+
+[[noreturn]] void throw_last_error(const char* what) {
+  throw std::system_error(static_cast<int>(GetLastError()), std::system_category(), what);
+}
+
+HANDLE create_section(std::size_t size) {
+  // A section cannot be empty; a zero-byte block still gets one page behind it.
+  const auto bytes = static_cast<std::uint64_t>(std::max<std::size_t>(size, 1));
+  const HANDLE section =
+      CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE,
+                         static_cast<DWORD>(bytes >> 32), static_cast<DWORD>(bytes), nullptr);
+  if (section == nullptr) throw_last_error("CreateFileMappingW");
+  return section;
+}
+
+char* map_section(HANDLE section, std::size_t size) {
+  void* view = MapViewOfFile(section, FILE_MAP_READ | FILE_MAP_WRITE, 0, 0,
+                             std::max<std::size_t>(size, 1));
+  if (view == nullptr) throw_last_error("MapViewOfFile");
+  return static_cast<char*>(view);
+}
+
+}  // namespace
+
+shared_block::shared_block(shared_block&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      handle_(std::exchange(other.handle_, invalid_handle)) {}
+
+shared_block& shared_block::operator=(shared_block&& other) noexcept {
+  if (this != &other) {
+    release();
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    handle_ = std::exchange(other.handle_, invalid_handle);
+  }
+  return *this;
+}
+
+shared_block::~shared_block() { release(); }
+
+void shared_block::release() noexcept {
+  if (data_ != nullptr) UnmapViewOfFile(std::exchange(data_, nullptr));
+  if (handle_ != invalid_handle) CloseHandle(as_handle(std::exchange(handle_, invalid_handle)));
+  size_ = 0;
+}
+
+bool shared_block::supported() noexcept { return true; }
+
+shared_block shared_block::create(std::size_t size) {
+  shared_block block;
+  block.handle_ = as_native(create_section(size));
+  block.data_ = map_section(as_handle(block.handle_), size);  // pagefile sections start zeroed
+  block.size_ = size;
+  return block;
+}
+
+void shared_block::grow(std::size_t size) {
+  if (data_ != nullptr && size <= size_) return;
+  // A section cannot be resized: the contents move to a new, larger one. Tokens exported
+  // before this call name the old section.
+  shared_block bigger = create(size);
+  if (data_ != nullptr) std::memcpy(bigger.data_, data_, size_);
+  *this = std::move(bigger);
+}
+
+std::uint64_t shared_block::export_to_child(const child& receiver) {
+  // The duplicate belongs to the receiver from now on; it is freed with the receiver if the
+  // receiver never opens it.
+  HANDLE duplicate = nullptr;
+  if (!DuplicateHandle(GetCurrentProcess(), as_handle(handle_), as_handle(receiver.handle()),
+                       &duplicate, 0, FALSE, DUPLICATE_SAME_ACCESS)) {
+    throw_last_error("DuplicateHandle");
+  }
+  return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(duplicate));
+}
+
+std::uint64_t shared_block::export_to_parent() {
+  // The parent duplicates this handle out of this process itself (open_from_child), which a
+  // child cannot do the other way round: it holds no handle to its parent.
+  return static_cast<std::uint64_t>(handle_);
+}
+
+shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t size) {
+  shared_block block;
+  // Owned from here on, so that a failed mapping still closes it.
+  block.handle_ = static_cast<native_handle>(token);
+  block.data_ = map_section(as_handle(block.handle_), size);
+  block.size_ = size;
+  return block;
+}
+
+shared_block shared_block::open_from_child(const child& sender, std::uint64_t token,
+                                           std::size_t size) {
+  // Without DUPLICATE_CLOSE_SOURCE: the sender's own block still owns its handle.
+  HANDLE duplicate = nullptr;
+  if (!DuplicateHandle(as_handle(sender.handle()), as_handle(static_cast<native_handle>(token)),
+                       GetCurrentProcess(), &duplicate, 0, FALSE, DUPLICATE_SAME_ACCESS)) {
+    throw_last_error("DuplicateHandle");
+  }
+  shared_block block;
+  block.handle_ = as_native(duplicate);
+  block.data_ = map_section(duplicate, size);
+  block.size_ = size;
+  return block;
+}
+
+}  // namespace multiproc::detail::os

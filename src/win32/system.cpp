@@ -1,0 +1,109 @@
+// This process on Windows: ids, processor count, environment, randomness.
+#include "../backend.hpp"
+
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+
+#include <bcrypt.h>
+#include <stdlib.h>  // _wputenv_s
+
+#include <algorithm>
+#include <string>
+#include <system_error>
+#include <thread>
+
+#include <multiproc/errors.hpp>
+
+#if defined(_MSC_VER)
+#pragma comment(lib, "bcrypt.lib")
+#endif
+
+namespace multiproc::detail::os {
+
+namespace {
+
+// The layout of PROCESS_BASIC_INFORMATION, declared here because winternl.h differs between
+// SDKs (MinGW and MSVC name the fields differently).
+struct basic_information {
+  LONG exit_status;
+  void* peb;
+  ULONG_PTR affinity_mask;
+  LONG base_priority;
+  ULONG_PTR unique_process_id;
+  ULONG_PTR parent_process_id;
+};
+using query_information_process = LONG(WINAPI*)(HANDLE, int, void*, ULONG, ULONG*);
+
+long query_parent_pid() noexcept {
+  // The pid Windows recorded at creation. Unlike getppid() it does not change when the parent
+  // ends, and the pid may have been reused by then: callers compare, they do not signal it.
+  const HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
+  if (ntdll == nullptr) return 0;
+  const auto query = reinterpret_cast<query_information_process>(
+      reinterpret_cast<void*>(GetProcAddress(ntdll, "NtQueryInformationProcess")));
+  if (query == nullptr) return 0;
+  basic_information info{};
+  ULONG length = 0;
+  if (query(GetCurrentProcess(), 0 /* ProcessBasicInformation */, &info, sizeof info, &length) <
+      0) {
+    return 0;
+  }
+  return static_cast<long>(info.parent_process_id);
+}
+
+}  // namespace
+
+long current_pid() noexcept { return static_cast<long>(GetCurrentProcessId()); }
+
+long parent_pid() noexcept {
+  static const long pid = query_parent_pid();
+  return pid;
+}
+
+unsigned hardware_cpu_count() noexcept {
+  // Counts every processor group, as Python's os.cpu_count() does on Windows; the C++
+  // runtime's hardware_concurrency() may see only the group this process started in.
+  const DWORD count = GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
+  if (count != 0) return count;
+  return std::max(1U, std::thread::hardware_concurrency());
+}
+
+void unset_environment(const char* name) noexcept {
+  // The C runtime keeps its own copy of the environment (getenv reads it) next to the one in
+  // the process block (GetEnvironmentVariableW and CreateProcess read that): drop both.
+  try {
+    const std::string_view text(name);
+    const int length = MultiByteToWideChar(CP_UTF8, 0, text.data(),
+                                           static_cast<int>(text.size()), nullptr, 0);
+    if (length <= 0) return;
+    std::wstring wide(static_cast<std::size_t>(length), L'\0');
+    MultiByteToWideChar(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), wide.data(),
+                        length);
+    _wputenv_s(wide.c_str(), L"");  // an empty value removes the variable from both views
+    _putenv_s(name, "");            // the narrow copy, if the runtime made one
+    SetEnvironmentVariableW(wide.c_str(), nullptr);
+  } catch (...) {
+    // Out of memory converting a short name: nothing sensible to do in a noexcept function.
+  }
+}
+
+void random_bytes(void* buffer, std::size_t size) {
+  auto* next = static_cast<unsigned char*>(buffer);
+  while (size != 0) {
+    const auto chunk = static_cast<ULONG>(std::min<std::size_t>(size, 1U << 30));
+    const NTSTATUS status = BCryptGenRandom(nullptr, next, chunk, BCRYPT_USE_SYSTEM_PREFERRED_RNG);
+    if (status < 0) {
+      throw start_error("cannot read random bytes (BCryptGenRandom)",
+                        std::error_code(static_cast<int>(status), std::system_category()));
+    }
+    next += chunk;
+    size -= chunk;
+  }
+}
+
+}  // namespace multiproc::detail::os

@@ -1,0 +1,47 @@
+// Portable test support.
+#include "support.hpp"
+
+#include <sstream>
+
+namespace multiproc_test {
+
+std::string describe(const resource_counts& c) {
+  std::ostringstream out;
+  out << c.descriptors << " descriptors, " << c.zombies << " zombies, " << c.children
+      << " live children, " << c.shared_segments << " shared-memory segments";
+  return out.str();
+}
+
+::testing::AssertionResult same_resources(const resource_counts& before,
+                                          std::chrono::seconds settle) {
+  resource_counts after;
+  const bool settled = within(settle, [&] {
+    after = count_resources();
+    return after.descriptors == before.descriptors && after.zombies == before.zombies &&
+           after.children == before.children && after.shared_segments == before.shared_segments;
+  });
+  if (settled) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "before: " << describe(before) << "; after: " << describe(after);
+}
+
+void leak_check_environment::SetUp() {
+  before_ = count_resources();
+}
+void leak_check_environment::TearDown() {
+  EXPECT_TRUE(same_resources(before_)) << "the test binary left resources behind";
+}
+
+std::vector<multiproc::start_method> available_methods() {
+  std::vector<multiproc::start_method> methods;
+  for (auto m : {multiproc::start_method::fork, multiproc::start_method::spawn}) {
+    if (multiproc::start_method_available(m)) methods.push_back(m);
+  }
+  return methods;
+}
+
+std::string method_name(const ::testing::TestParamInfo<multiproc::start_method>& info) {
+  return info.param == multiproc::start_method::fork ? "fork" : "spawn";
+}
+
+}  // namespace multiproc_test

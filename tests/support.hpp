@@ -1,0 +1,68 @@
+// Test support: resource counting (leak checks), backends to run on, small helpers.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <multiproc/multiproc.hpp>
+
+namespace multiproc_test {
+
+/// What this process holds that a leak would show: open descriptors (handles on Windows),
+/// zombie children, live children, shared-memory segments of this user.
+struct resource_counts {
+  int descriptors = 0;
+  int zombies = 0;
+  int children = 0;
+  int shared_segments = 0;
+};
+resource_counts count_resources();
+std::string describe(const resource_counts& counts);
+
+/// Waits (bounded) until the children started during a test have gone, then compares.
+::testing::AssertionResult same_resources(const resource_counts& before,
+                                          std::chrono::seconds settle = std::chrono::seconds(5));
+
+/// Checks the whole binary: nothing left over after every test ran.
+class leak_check_environment : public ::testing::Environment {
+ public:
+  void SetUp() override;
+  void TearDown() override;
+
+ private:
+  resource_counts before_;
+};
+
+/// Every start method this platform has: the conformance suite runs on each.
+std::vector<multiproc::start_method> available_methods();
+std::string method_name(const ::testing::TestParamInfo<multiproc::start_method>& info);
+
+/// Whether a process with this id still runs (zombies count as gone).
+bool process_running(long pid);
+/// Kills a process from outside, as a user or the OOM killer would.
+void kill_from_outside(long pid);
+/// Exit code of a target that called abort(), in Python's convention.
+int abort_exit_code();
+int sigterm_exit_code();
+int sigkill_exit_code();
+
+/// A fresh path in the temporary directory for one test's files.
+std::string temporary_path(const std::string& stem);
+
+/// Polls `condition` until it holds or `limit` passes: a hang guard for events in other
+/// processes the test cannot be told about. Returns whether it held.
+template <class Condition>
+bool within(std::chrono::milliseconds limit, Condition condition) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+}  // namespace multiproc_test

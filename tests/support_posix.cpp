@@ -1,0 +1,97 @@
+// Resource counting on POSIX (Linux /proc; elsewhere what the system offers).
+#include <dirent.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "support.hpp"
+
+namespace multiproc_test {
+
+namespace {
+int count_entries(const char* directory, bool (*keep)(const char* name)) {
+  DIR* dir = ::opendir(directory);
+  if (dir == nullptr) return 0;
+  int count = 0;
+  while (dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    if (keep == nullptr || keep(entry->d_name)) ++count;
+  }
+  ::closedir(dir);
+  return count - (std::string(directory) == "/proc/self/fd" ? 1 : 0);  // opendir's own fd
+}
+
+/// Children of this process by state, from /proc.
+void count_children(int& live, int& zombies) {
+  live = zombies = 0;
+  const long self = static_cast<long>(::getpid());
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return;
+  while (dirent* entry = ::readdir(proc)) {
+    char* end = nullptr;
+    const long pid = std::strtol(entry->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0) continue;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    const auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state = 0;
+    long parent = 0;
+    rest >> state >> parent;
+    if (parent != self) continue;
+    if (state == 'Z') {
+      ++zombies;
+    } else {
+      ++live;
+    }
+  }
+  ::closedir(proc);
+}
+}  // namespace
+
+resource_counts count_resources() {
+  resource_counts counts;
+  counts.descriptors = count_entries("/proc/self/fd", nullptr);
+  count_children(counts.children, counts.zombies);
+  counts.shared_segments = count_entries("/dev/shm", nullptr);
+  return counts;
+}
+
+bool process_running(long pid) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const auto close = line.rfind(')');
+  return close == std::string::npos || line.at(close + 2) != 'Z';
+}
+
+void kill_from_outside(long pid) {
+  ::kill(static_cast<pid_t>(pid), SIGKILL);
+}
+int abort_exit_code() {
+  return -SIGABRT;
+}
+int sigterm_exit_code() {
+  return -SIGTERM;
+}
+int sigkill_exit_code() {
+  return -SIGKILL;
+}
+
+std::string temporary_path(const std::string& stem) {
+  const char* base = std::getenv("TMPDIR");
+  static int counter = 0;
+  return std::string(base ? base : "/tmp") + "/multiproc-test-" + std::to_string(::getpid()) + "-" +
+         std::to_string(++counter) + "-" + stem;
+}
+
+}  // namespace multiproc_test

@@ -1,0 +1,257 @@
+// Tests of what only the Windows backend does: the seam's Win32 calls directly, and the
+// Windows conventions through the public API (exit codes, inheritance, UTF-16 paths).
+#if defined(_WIN32)
+
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <multiproc/multiproc.hpp>
+
+#include "../src/backend.hpp"
+
+namespace mp = multiproc;
+namespace os = multiproc::detail::os;
+using namespace std::chrono_literals;
+
+namespace {
+
+int triple(int x) {
+  return 3 * x;
+}
+
+void sleep_long() {
+  Sleep(60000);
+}
+
+void sleep_briefly() {
+  Sleep(300);
+}
+
+void raise_access_violation() {
+  // The same end as a null pointer write, without undefined behaviour in the test.
+  RaiseException(static_cast<DWORD>(EXCEPTION_ACCESS_VIOLATION), EXCEPTION_NONCONTINUABLE, 0,
+                 nullptr);
+}
+
+void do_nothing() {}
+
+// A child object for this very process, so shared blocks can be exported and opened without
+// a second process.
+os::child child_for_self() {
+  HANDLE self = nullptr;
+  EXPECT_TRUE(DuplicateHandle(GetCurrentProcess(), GetCurrentProcess(), GetCurrentProcess(), &self,
+                              0, FALSE, DUPLICATE_SAME_ACCESS));
+  return os::child(static_cast<long>(GetCurrentProcessId()),
+                   reinterpret_cast<os::native_handle>(self));
+}
+
+std::wstring temp_directory() {
+  wchar_t buffer[MAX_PATH + 1];
+  const DWORD length = GetTempPathW(MAX_PATH + 1, buffer);
+  return std::wstring(buffer, length);
+}
+
+std::string to_utf8(const std::wstring& text) {
+  const int length = WideCharToMultiByte(CP_UTF8, 0, text.data(), static_cast<int>(text.size()),
+                                         nullptr, 0, nullptr, nullptr);
+  std::string utf8(static_cast<std::size_t>(length), '\0');
+  WideCharToMultiByte(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), utf8.data(), length,
+                      nullptr, nullptr);
+  return utf8;
+}
+
+}  // namespace
+
+TEST(Win32Channel, EndOfStreamAndBrokenPipe) {
+  auto [parent, child] = os::make_channel_pair();
+  child.write_all("ab", 2);
+  child.close_write();
+  char buffer[4];
+  ASSERT_EQ(parent.read_some(buffer, sizeof buffer), 2U);
+  EXPECT_EQ(parent.read_some(buffer, sizeof buffer), 0U);
+
+  child.close();
+  try {
+    parent.write_all("x", 1);
+    FAIL() << "writing to a pipe without a reader succeeded";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::broken_pipe);
+  }
+}
+
+TEST(Win32Channel, LargeWritesArriveWhole) {
+  auto [parent, child] = os::make_channel_pair();
+  const std::string sent(8 << 20, 'q');
+  std::thread writer([&] {
+    child.write_all(sent.data(), sent.size());
+    child.close_write();
+  });
+  std::string received;
+  char buffer[65536];
+  for (std::size_t n; (n = parent.read_some(buffer, sizeof buffer)) != 0;)
+    received.append(buffer, n);
+  writer.join();
+  EXPECT_EQ(received.size(), sent.size());
+  EXPECT_EQ(received, sent);
+}
+
+TEST(Win32Channel, HandlesAreNotInheritable) {
+  auto [parent, child] = os::make_channel_pair();
+  for (os::native_handle h :
+       {parent.read_handle(), parent.write_handle(), child.read_handle(), child.write_handle()}) {
+    DWORD flags = 0;
+    ASSERT_TRUE(GetHandleInformation(reinterpret_cast<HANDLE>(h), &flags));
+    EXPECT_EQ(flags & HANDLE_FLAG_INHERIT, 0U);
+  }
+}
+
+TEST(Win32SharedBlock, CreateGrowExportOpen) {
+  ASSERT_TRUE(os::shared_block::supported());
+  os::shared_block block = os::shared_block::create(1 << 20);
+  ASSERT_TRUE(block);
+  EXPECT_EQ(block.data()[12345], 0);
+  std::memcpy(block.data(), "payload", 7);
+  block.grow(3 << 20);
+  ASSERT_EQ(block.size(), std::size_t{3} << 20);
+  EXPECT_EQ(std::memcmp(block.data(), "payload", 7), 0);
+  EXPECT_EQ(block.data()[(3 << 20) - 1], 0);
+
+  os::child self = child_for_self();
+  os::shared_block received =
+      os::shared_block::open_from_parent(block.export_to_child(self), block.size());
+  EXPECT_EQ(std::memcmp(received.data(), "payload", 7), 0);
+  received.data()[0] = 'P';  // the same memory, not a copy
+  EXPECT_EQ(block.data()[0], 'P');
+
+  os::shared_block back =
+      os::shared_block::open_from_child(self, block.export_to_parent(), block.size());
+  EXPECT_EQ(back.data()[0], 'P');
+  EXPECT_THROW(os::shared_block::open_from_child(self, block.export_to_parent(), 64U << 20),
+               std::system_error);  // larger than the section
+}
+
+TEST(Win32CodeIdentity, MainProgramAndSystemModules) {
+  os::code_location where;
+  ASSERT_TRUE(os::locate_code(reinterpret_cast<const void*>(&triple), where));
+  EXPECT_EQ(where.module, "");
+  EXPECT_EQ(os::resolve_code(where.module, where.offset), reinterpret_cast<const void*>(&triple));
+  EXPECT_EQ(os::resolve_code("", 0), nullptr);  // the PE header: not executable
+  EXPECT_EQ(os::resolve_code("", std::uint64_t{1} << 40), nullptr);
+
+  const void* system_function = reinterpret_cast<const void*>(
+      GetProcAddress(GetModuleHandleW(L"kernel32.dll"), "GetCurrentProcessId"));
+  ASSERT_TRUE(os::locate_code(system_function, where));
+  EXPECT_NE(where.module, "");
+  EXPECT_EQ(os::resolve_code(where.module, where.offset), system_function);
+  EXPECT_EQ(os::resolve_code("C:\\no such directory\\no such module.dll", 0x1000), nullptr);
+
+  int on_the_stack = 0;
+  EXPECT_FALSE(os::locate_code(&on_the_stack, where));
+  EXPECT_FALSE(os::image_identity().empty());
+  EXPECT_EQ(os::image_identity(), os::image_identity());
+}
+
+TEST(Win32System, EnvironmentRandomAndIds) {
+  ASSERT_EQ(_putenv_s("MULTIPROC_WIN32_TEST_VARIABLE", "1"), 0);
+  ASSERT_TRUE(SetEnvironmentVariableW(L"MULTIPROC_WIN32_TEST_VARIABLE", L"1"));
+  os::unset_environment("MULTIPROC_WIN32_TEST_VARIABLE");
+  EXPECT_EQ(std::getenv("MULTIPROC_WIN32_TEST_VARIABLE"), nullptr);
+  wchar_t value[8];
+  EXPECT_EQ(GetEnvironmentVariableW(L"MULTIPROC_WIN32_TEST_VARIABLE", value, 8), 0U);
+
+  unsigned char a[32] = {}, b[32] = {};
+  os::random_bytes(a, sizeof a);
+  os::random_bytes(b, sizeof b);
+  EXPECT_NE(std::memcmp(a, b, sizeof a), 0);
+
+  EXPECT_EQ(os::current_pid(), static_cast<long>(GetCurrentProcessId()));
+  EXPECT_GE(os::hardware_cpu_count(), 1U);
+}
+
+TEST(Win32Adopt, RefusesTokensThatNameNoPipe) {
+  EXPECT_FALSE(os::adopt_inherited_channel("").is_open());
+  EXPECT_FALSE(os::adopt_inherited_channel("12,abc").is_open());
+  EXPECT_FALSE(os::adopt_inherited_channel("1,2,x").is_open());
+  HANDLE event = CreateEventW(nullptr, TRUE, FALSE, nullptr);
+  const std::string token = std::to_string(reinterpret_cast<std::intptr_t>(event));
+  EXPECT_FALSE(os::adopt_inherited_channel(token + "," + token).is_open());
+  CloseHandle(event);
+}
+
+TEST(Win32Process, TerminateAndKillReadBackAsSignals) {
+  mp::process terminated(sleep_long);
+  terminated.start();
+  terminated.terminate();
+  terminated.join();
+  EXPECT_EQ(terminated.exitcode(), -15);
+
+  mp::process killed(sleep_long);
+  killed.start();
+  killed.kill();
+  killed.join();
+  EXPECT_EQ(killed.exitcode(), -9);
+}
+
+TEST(Win32Process, CrashReadsAsNtstatus) {
+  mp::process crashing(raise_access_violation);
+  crashing.start();
+  crashing.join();
+  EXPECT_EQ(crashing.exitcode(), static_cast<int>(0xC0000005U));
+}
+
+TEST(Win32Process, ChildInheritsNoOtherHandle) {
+  // An inheritable pipe this process holds must not reach the child: if it did, the child
+  // would keep the write end open and the read end would not report a broken pipe.
+  SECURITY_ATTRIBUTES inheritable{sizeof inheritable, nullptr, TRUE};
+  HANDLE read_end = nullptr, write_end = nullptr;
+  ASSERT_TRUE(CreatePipe(&read_end, &write_end, &inheritable, 0));
+  mp::process p(sleep_briefly);
+  p.start();
+  CloseHandle(write_end);
+  DWORD available = 0;
+  const BOOL peeked = PeekNamedPipe(read_end, nullptr, 0, nullptr, &available, nullptr);
+  const DWORD error = GetLastError();
+  EXPECT_TRUE(p.is_alive());
+  p.join();
+  CloseHandle(read_end);
+  EXPECT_FALSE(peeked);
+  EXPECT_EQ(error, static_cast<DWORD>(ERROR_BROKEN_PIPE));
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST(Win32Process, ProgramPathWithSpacesAndNonAscii) {
+  wchar_t self[32768];
+  const DWORD length = GetModuleFileNameW(nullptr, self, 32768);
+  ASSERT_GT(length, 0U);
+  const std::wstring directory = temp_directory() + L"multiproc test \u00e9\u4e2d";
+  CreateDirectoryW(directory.c_str(), nullptr);
+  const std::wstring copy = directory + L"\\copy \u00fc \u03bb.exe";
+  ASSERT_TRUE(CopyFileW(self, copy.c_str(), FALSE)) << GetLastError();
+
+  mp::set_executable(to_utf8(copy));
+  mp::process p(do_nothing);
+  p.start();
+  p.join();
+  mp::set_executable("");
+  EXPECT_EQ(p.exitcode(), 0);
+
+  for (int attempt = 0; attempt < 50 && !DeleteFileW(copy.c_str()); ++attempt)
+    Sleep(20);
+  RemoveDirectoryW(directory.c_str());
+}
+
+#endif  // _WIN32
