@@ -25,8 +25,10 @@ set(CMAKE_C_FLAGS_INIT "-idirafter /usr/include")
 set(CMAKE_CXX_FLAGS_INIT "-idirafter /usr/include")
 
 # ctest and try_run run the Windows programs through Wine. WINEPREFIX and WINEDEBUG come from
-# the environment (scripts/windows-tests.sh sets them).
-set(CMAKE_CROSSCOMPILING_EMULATOR /usr/lib/wine/wine64)
+# the environment (scripts/windows-tests.sh sets them). Through Wine's cmd /c rather than
+# directly: a program Wine starts from a Unix shell has no Windows parent (its parent id reads
+# 0), which no program started on Windows sees; cmd gives it one, and passes its exit code on.
+set(CMAKE_CROSSCOMPILING_EMULATOR /usr/lib/wine/wine64 cmd /c)
 
 # Static runtime (libstdc++, libgcc, winpthread): a program needs no DLL beside it, under Wine
 # or when copied to a Windows machine.

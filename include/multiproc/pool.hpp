@@ -174,13 +174,14 @@ class lazy_results {
   }
   std::default_sentinel_t end() const noexcept { return {}; }
 
- private:
+  // Used by the iterator.
   bool finished() const { return done_; }
   const R& current() const {
     if (current_error_) std::rethrow_exception(current_error_);
     return *current_;
   }
 
+ private:
   void refill() {
     while (!input_done_ && in_flight_.size() < window_) {
       buffer_.clear();

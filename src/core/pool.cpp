@@ -250,7 +250,6 @@ struct pool_impl {
   }
 
   void dispatch_locked() {
-    if (pending.empty()) return;
     const std::size_t depth = depth_limit();
     while (!pending.empty()) {
       worker_slot* best = nullptr;

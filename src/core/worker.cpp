@@ -13,11 +13,6 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-/// Results are batched while more tasks are already buffered, but never held longer than
-/// this or beyond this size: the parent is waiting for them.
-constexpr auto flush_delay = std::chrono::microseconds(300);
-constexpr std::size_t flush_size = 64 * 1024;
-
 void append_outcome(std::string& out, const task_outcome& outcome) {
   append_string(out, outcome.type_name);
   append_string(out, outcome.message);
@@ -92,21 +87,17 @@ int run_worker(os::channel& channel, frame_reader& reader) {
     end_frame(out,
               begin_frame(out, frame_kind::ready, static_cast<std::uint64_t>(os::current_pid())));
     flush();
-    clock::time_point oldest_unflushed{};
     frame_header header{};
     const char* body = nullptr;
     for (;;) {
-      if (!out.empty() && !reader.has_buffered_frame()) flush();  // before blocking in read
-      if (!reader.next(header, body)) return 0;                   // the parent is gone
+      if (!reader.next(header, body)) return 0;  // the parent is gone
       switch (header.kind) {
-        case frame_kind::task: {
-          const bool was_empty = out.empty();
+        case frame_kind::task:
+          // Each result leaves before the next task starts: if that task crashes the worker,
+          // the parent knows exactly which task was running, and no finished one is lost.
           answer_task(header, body, out, held);
-          const auto now = clock::now();
-          if (was_empty) oldest_unflushed = now;
-          if (out.size() >= flush_size || now - oldest_unflushed >= flush_delay) flush();
+          flush();
           break;
-        }
         case frame_kind::initializer: {
           const task_outcome outcome =
               run_call_body(body, header.body_size, nullptr, 0, false, nullptr, nullptr);

@@ -1,0 +1,378 @@
+// The pool's fault semantics (the numbered faults of the pool issue), on every start method.
+// Each test states the outcome (error type, exit code, time bound) and checks it.
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <multiproc/multiproc.hpp>
+
+#include "support.hpp"
+#include "targets.hpp"
+
+namespace mp = multiproc;
+using namespace std::chrono_literals;
+using multiproc_test::undecodable;
+
+namespace {
+
+int identity(int x) {
+  return x;
+}
+long pid_of_worker(int) {
+  return mp::this_process::id();
+}
+int boom(int) {
+  throw std::runtime_error("boom");
+}
+int abort_on(int x) {
+  if (x == 7) std::abort();
+  return x;
+}
+int exit_three_on(int x) {
+  if (x == 3) std::_Exit(3);
+  return x;
+}
+void sleep_forever_ignoring_sigterm(int) {
+  std::signal(SIGTERM, SIG_IGN);
+  for (;;)
+    std::this_thread::sleep_for(1h);
+}
+int sleep_forever_ignoring_sigterm_result(int x) {
+  sleep_forever_ignoring_sigterm(x);
+  return 0;
+}
+int sleep_ms(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+/// Appends the worker's pid to a file, then sleeps: lets a test learn the workers' pids.
+int report_and_sleep(std::string path) {
+  {
+    std::ofstream out(path, std::ios::app);
+    out << mp::this_process::id() << '\n';
+  }
+  std::this_thread::sleep_for(1h);
+  return 0;
+}
+std::set<long> read_pids(const std::string& path) {
+  std::ifstream in(path);
+  std::set<long> pids;
+  long pid;
+  while (in >> pid)
+    pids.insert(pid);
+  return pids;
+}
+undecodable make_undecodable(int v) {
+  return undecodable{v};
+}
+int take_undecodable(undecodable u) {
+  return u.value;
+}
+void failing_initializer() {
+  throw std::runtime_error("no database");
+}
+
+class pool_faults : public ::testing::TestWithParam<mp::start_method> {
+ protected:
+  mp::pool_options options(unsigned processes = 2) const {
+    return mp::pool_options{processes, {}, 0, GetParam()};
+  }
+};
+
+// 1
+TEST_P(pool_faults, task_exception_is_a_remote_error_and_the_worker_serves_on) {
+  mp::pool pool(options(1));
+  const long pid = pool.apply(pid_of_worker, 0);
+  try {
+    pool.apply(boom, 1);
+    ADD_FAILURE() << "expected remote_error";
+  } catch (const mp::remote_error& e) {
+    EXPECT_EQ(e.remote_type(), "std::runtime_error");
+    EXPECT_EQ(e.remote_what(), "boom");
+    EXPECT_EQ(e.pid(), pid);
+  }
+  EXPECT_EQ(pool.apply(pid_of_worker, 0), pid);
+}
+
+// 2
+TEST_P(pool_faults, abort_in_a_task_fails_only_that_task) {
+  mp::pool pool(options());
+  std::vector<int> input(20);
+  for (int i = 0; i < 20; ++i)
+    input[i] = i;
+  const auto start = std::chrono::steady_clock::now();
+  int index = 0;
+  auto results = pool.imap(abort_on, input);
+  for (auto it = results.begin(); !(it == std::default_sentinel); ++it, ++index) {
+    if (index == 7) {
+      try {
+        (void)*it;
+        ADD_FAILURE() << "item 7 should have failed";
+      } catch (const mp::worker_lost& e) {
+        EXPECT_EQ(e.exitcode(), multiproc_test::abort_exit_code());
+        EXPECT_GT(e.pid(), 0);
+      }
+    } else {
+      EXPECT_EQ(*it, index);
+    }
+  }
+  EXPECT_EQ(index, 20);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 30s);
+  // map_async: the failed chunk's error, after every other chunk completed.
+  auto r = pool.map_async(abort_on, input, 1);
+  ASSERT_TRUE(r.wait_for(30s));
+  EXPECT_THROW(r.get(), mp::worker_lost);
+  EXPECT_EQ(pool.map(identity, input), input);  // replacements serve on
+}
+
+TEST_P(pool_faults, exit_in_a_task_is_worker_lost_with_its_code) {
+  mp::pool pool(options());
+  auto lost = pool.apply_async(exit_three_on, 3);
+  auto fine = pool.apply_async(exit_three_on, 4);
+  try {
+    lost.get(30s);
+    ADD_FAILURE() << "expected worker_lost";
+  } catch (const mp::worker_lost& e) {
+    EXPECT_EQ(e.exitcode(), 3);
+  }
+  EXPECT_EQ(fine.get(30s), 4);
+}
+
+TEST_P(pool_faults, worker_killed_from_outside_mid_task) {
+  mp::pool pool(options());
+  const std::string path = multiproc_test::temporary_path("pids");
+  auto victim = pool.apply_async(report_and_sleep, path);
+  // Queued behind it and on the other worker: must all complete.
+  auto others = pool.map_async(sleep_ms, std::vector<int>(10, 20), 1);
+  ASSERT_TRUE(multiproc_test::within(30s, [&] { return read_pids(path).size() == 1; }));
+  const long pid = *read_pids(path).begin();
+  std::remove(path.c_str());
+  const auto killed_at = std::chrono::steady_clock::now();
+  multiproc_test::kill_from_outside(pid);
+  try {
+    victim.get(30s);
+    ADD_FAILURE() << "expected worker_lost";
+  } catch (const mp::worker_lost& e) {
+    EXPECT_EQ(e.pid(), pid);
+    EXPECT_EQ(e.exitcode(), multiproc_test::sigkill_exit_code());
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - killed_at, 2s);
+  EXPECT_EQ(others.get(30s), std::vector<int>(10, 20));
+  EXPECT_NE(pool.apply(pid_of_worker, 0), pid);  // a replacement serves
+}
+
+// 3
+TEST_P(pool_faults, terminate_during_map_async_cancels_everything_promptly) {
+  const auto before = multiproc_test::count_resources();
+  {
+    mp::pool pool(options());
+    auto r = pool.map_async(sleep_forever_ignoring_sigterm_result, std::vector<int>(6, 0), 1);
+    auto later = pool.apply_async(sleep_ms, 1);
+    std::this_thread::yield();
+    const auto start = std::chrono::steady_clock::now();
+    pool.terminate();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+    EXPECT_THROW(r.get(1s), mp::state_error);
+    EXPECT_THROW(later.get(1s), mp::state_error);
+    EXPECT_THROW(pool.apply_async(sleep_ms, 1), mp::state_error);
+    pool.join();  // allowed after terminate
+  }
+  EXPECT_TRUE(multiproc_test::same_resources(before));
+}
+
+// 4
+TEST_P(pool_faults, close_then_join_delivers_everything_and_refuses_more) {
+  mp::pool pool(options());
+  std::vector<mp::async_result<int>> results;
+  for (int i = 0; i < 50; ++i)
+    results.push_back(pool.apply_async(sleep_ms, i % 5));
+  EXPECT_THROW(pool.join(), mp::state_error);  // join without close
+  pool.close();
+  EXPECT_THROW(pool.apply(sleep_ms, 1), mp::state_error);
+  EXPECT_THROW(pool.map(sleep_ms, std::vector<int>{1}), mp::state_error);
+  pool.join();
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(results[i].ready());
+    EXPECT_EQ(results[i].get(), i % 5);
+  }
+}
+
+// 5
+TEST_P(pool_faults, get_with_timeout_then_get) {
+  mp::pool pool(options(1));
+  auto r = pool.apply_async(sleep_ms, 600);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(r.get(200ms), mp::timeout_error);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 550ms);
+  EXPECT_EQ(r.get(), 600);
+}
+
+// 6
+TEST_P(pool_faults, maxtasksperchild_rotates_workers_without_hanging) {
+  mp::pool pool(mp::pool_options{2, {}, 1, GetParam()});
+  std::vector<mp::async_result<long>> results;
+  for (int i = 0; i < 6; ++i)
+    results.push_back(pool.apply_async(pid_of_worker, i));
+  pool.close();
+  pool.join();
+  std::set<long> pids;
+  for (auto& r : results)
+    pids.insert(r.get());
+  EXPECT_EQ(pids.size(), 6u);  // one task per worker: every task saw a fresh worker
+}
+
+// 7
+TEST_P(pool_faults, failing_initializer_breaks_the_pool_clearly) {
+  const auto before = multiproc_test::count_resources();
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    mp::pool pool(mp::pool_options{2, mp::call(failing_initializer), 0, GetParam()});
+    auto r = pool.apply_async(identity, 1);
+    try {
+      r.get(30s);
+      ADD_FAILURE() << "expected the initializer's failure";
+    } catch (const mp::state_error& e) {
+      EXPECT_NE(std::string(e.what()).find("no database"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(pool.apply_async(identity, 2), mp::state_error);
+  } catch (const mp::state_error& e) {
+    // Reported at construction: just as clear.
+    EXPECT_NE(std::string(e.what()).find("no database"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 30s);
+  EXPECT_TRUE(multiproc_test::same_resources(before));
+}
+
+// 8
+void pool_in_a_child(std::string path) {
+  mp::pool pool(2);
+  pool.map(report_and_sleep, std::vector<std::string>(2, path), 1);
+}
+
+TEST_P(pool_faults, workers_exit_when_their_parent_is_killed) {
+  const std::string path = multiproc_test::temporary_path("orphans");
+  mp::process parent(GetParam(), pool_in_a_child, path);
+  parent.start();
+  ASSERT_TRUE(multiproc_test::within(30s, [&] { return read_pids(path).size() == 2; }));
+  const auto workers = read_pids(path);
+  std::remove(path.c_str());
+  parent.kill();
+  parent.join();
+  EXPECT_TRUE(multiproc_test::within(5s, [&] {
+    for (long pid : workers) {
+      if (multiproc_test::process_running(pid)) return false;
+    }
+    return true;
+  })) << "a worker outlived its parent by more than 5 s";
+}
+
+// 9
+struct throwing_range {
+  struct iterator {
+    int value = 0;
+    using value_type = int;
+    using difference_type = std::ptrdiff_t;
+    int operator*() const {
+      if (value == 7) throw std::out_of_range("item 7");
+      return value;
+    }
+    iterator& operator++() {
+      ++value;
+      return *this;
+    }
+    bool operator!=(const iterator& other) const { return value != other.value; }
+  };
+  iterator begin() const { return {0}; }
+  iterator end() const { return {20}; }
+};
+
+TEST_P(pool_faults, input_that_throws_propagates_and_the_pool_stays_usable) {
+  mp::pool pool(options());
+  EXPECT_THROW(pool.map(identity, throwing_range{}), std::out_of_range);
+  EXPECT_THROW(pool.map_async(identity, throwing_range{}), std::out_of_range);
+  EXPECT_THROW(
+      {
+        for ([[maybe_unused]] int v : pool.imap(identity, throwing_range{})) {
+        }
+      },
+      std::out_of_range);
+  EXPECT_EQ(pool.map(identity, std::vector<int>{1, 2}), (std::vector<int>{1, 2}));
+}
+
+// 10
+TEST_P(pool_faults, decoding_failures_fail_only_their_task) {
+  mp::pool pool(options());
+  try {
+    pool.apply(take_undecodable, undecodable{1});
+    ADD_FAILURE() << "expected serialization_error";
+  } catch (const mp::serialization_error& e) {
+    EXPECT_EQ(e.where(), mp::serialization_error::phase::decode_arguments) << e.what();
+  }
+  try {
+    pool.apply(make_undecodable, 2);
+    ADD_FAILURE() << "expected serialization_error";
+  } catch (const mp::serialization_error& e) {
+    EXPECT_EQ(e.where(), mp::serialization_error::phase::decode_result) << e.what();
+  }
+  EXPECT_EQ(pool.apply(identity, 5), 5);
+}
+
+// 11
+TEST_P(pool_faults, hundred_thousand_tiny_tasks_none_lost_or_doubled) {
+  mp::pool pool(options());
+  std::vector<int> input(100000);
+  for (int i = 0; i < 100000; ++i)
+    input[i] = i;
+  const auto mapped = pool.map(identity, input, 1);
+  ASSERT_EQ(mapped, input);
+  std::vector<mp::async_result<int>> results;
+  results.reserve(input.size());
+  for (int i : input)
+    results.push_back(pool.apply_async(identity, i));
+  for (int i : input)
+    ASSERT_EQ(results[i].get(), i);
+}
+
+// 12
+std::vector<char> touch_every_page(std::vector<char> v) {
+  for (std::size_t i = 0; i < v.size(); i += 4096)
+    v[i] = static_cast<char>(v[i] + 1);
+  return v;
+}
+
+TEST_P(pool_faults, quarter_gigabyte_argument_and_result) {
+  mp::pool pool(options(1));
+  std::vector<char> big(256u << 20, 1);
+  const auto back = pool.apply(touch_every_page, big);
+  ASSERT_EQ(back.size(), big.size());
+  EXPECT_EQ(back[0], 2);
+  EXPECT_EQ(back[4096], 2);
+  EXPECT_EQ(back[1], 1);
+  EXPECT_EQ(back[back.size() - 1], 1);
+}
+
+TEST_P(pool_faults, pool_lifecycle_leaves_nothing_behind) {
+  const auto before = multiproc_test::count_resources();
+  for (int i = 0; i < 5; ++i) {
+    mp::pool pool(options());
+    EXPECT_EQ(pool.map(identity, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 2, 3}));
+    pool.apply_async(abort_on, 7);
+    std::vector<char> payload(1 << 20, 1);
+    EXPECT_EQ(pool.apply([](std::vector<char> v) { return v.size(); }, payload), payload.size());
+  }
+  EXPECT_TRUE(multiproc_test::same_resources(before));
+}
+
+INSTANTIATE_TEST_SUITE_P(methods, pool_faults,
+                         ::testing::ValuesIn(multiproc_test::available_methods()),
+                         multiproc_test::method_name);
+
+}  // namespace

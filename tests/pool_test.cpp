@@ -1,0 +1,301 @@
+// Conformance suite for mp::pool: the API, on every start method.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <multiproc/multiproc.hpp>
+
+#include "support.hpp"
+#include "targets.hpp"
+
+namespace mp = multiproc;
+using namespace std::chrono_literals;
+using multiproc_test::point;
+
+namespace {
+
+int square(int x) {
+  return x * x;
+}
+long add(long a, long b) {
+  return a + b;
+}
+std::string shout(const std::string& s) {
+  return s + "!";
+}
+point mirror(point p) {
+  return point{p.y, p.x, p.label + "'"};
+}
+void nothing(int) {}
+std::map<std::string, std::vector<int>> histogram(std::vector<std::string> words) {
+  std::map<std::string, std::vector<int>> result;
+  for (std::size_t i = 0; i < words.size(); ++i)
+    result[words[i]].push_back(static_cast<int>(i));
+  return result;
+}
+int slow_square(int x) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(x % 3 * 10));
+  return x * x;
+}
+
+class pool_conformance : public ::testing::TestWithParam<mp::start_method> {
+ protected:
+  mp::pool_options options(unsigned processes = 2) const {
+    return mp::pool_options{processes, {}, 0, GetParam()};
+  }
+};
+
+TEST_P(pool_conformance, apply_apply_async_and_map) {
+  mp::pool pool(options());
+  EXPECT_EQ(pool.size(), 2u);
+  mp::async_result<int> r = pool.apply_async(square, 7);
+  EXPECT_EQ(pool.apply(square, 5), 25);
+  EXPECT_EQ(r.get(), 49);
+  EXPECT_EQ(r.get(), 49);  // a result can be read again
+  EXPECT_TRUE(r.ready());
+  EXPECT_TRUE(r.successful());
+  EXPECT_EQ(pool.map(square, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
+  pool.close();
+  pool.join();
+}
+
+TEST_P(pool_conformance, std_and_user_types_travel_both_ways) {
+  mp::pool pool(options());
+  EXPECT_EQ(pool.apply(shout, std::string("hey")), "hey!");
+  EXPECT_EQ(pool.apply(mirror, point{1, 2, "p"}), (point{2, 1, "p'"}));
+  const auto h = pool.apply(histogram, std::vector<std::string>{"a", "b", "a"});
+  EXPECT_EQ(h.at("a"), (std::vector<int>{0, 2}));
+  EXPECT_EQ(h.at("b"), (std::vector<int>{1}));
+  EXPECT_EQ(pool.apply(add, 40, 2), 42);
+  EXPECT_EQ(pool.apply([](double x) { return x / 2; }, 3.0), 1.5);
+}
+
+TEST_P(pool_conformance, void_results) {
+  mp::pool pool(options());
+  mp::async_result<void> r = pool.apply_async(nothing, 1);
+  r.get();
+  EXPECT_TRUE(r.successful());
+  pool.apply(nothing, 2);
+}
+
+TEST_P(pool_conformance, map_keeps_order_for_every_chunksize) {
+  mp::pool pool(options());
+  std::vector<int> input(1000);
+  std::iota(input.begin(), input.end(), 0);
+  std::vector<int> expected;
+  for (int x : input)
+    expected.push_back(x * x);
+  for (std::size_t chunksize : {0u, 1u, 7u, 1000u, 5000u}) {
+    EXPECT_EQ(pool.map(square, input, chunksize), expected) << "chunksize " << chunksize;
+  }
+  auto async = pool.map_async(slow_square, std::vector<int>{1, 2, 3, 4, 5, 6}, 1);
+  EXPECT_EQ(async.get(), (std::vector<int>{1, 4, 9, 16, 25, 36}));
+}
+
+TEST_P(pool_conformance, map_takes_any_range) {
+  mp::pool pool(options());
+  const std::set<int> items{3, 1, 2};
+  EXPECT_EQ(pool.map(square, items), (std::vector<int>{1, 4, 9}));
+  const int array[] = {4, 5};
+  EXPECT_EQ(pool.map(square, array), (std::vector<int>{16, 25}));
+}
+
+TEST_P(pool_conformance, starmap_unpacks_tuples_and_pairs) {
+  mp::pool pool(options());
+  const std::vector<std::tuple<long, long>> tuples{{1, 2}, {3, 4}};
+  EXPECT_EQ(pool.starmap(add, tuples), (std::vector<long>{3, 7}));
+  const std::vector<std::pair<long, long>> pairs{{10, 20}};
+  EXPECT_EQ(pool.starmap_async(add, pairs).get(), (std::vector<long>{30}));
+}
+
+TEST_P(pool_conformance, imap_is_ordered_and_imap_unordered_is_complete) {
+  mp::pool pool(options());
+  std::vector<int> input(200);
+  std::iota(input.begin(), input.end(), 0);
+  std::vector<int> ordered;
+  for (int v : pool.imap(slow_square, input))
+    ordered.push_back(v);
+  std::vector<int> expected;
+  for (int x : input)
+    expected.push_back(x * x);
+  EXPECT_EQ(ordered, expected);
+
+  std::vector<int> unordered;
+  for (int v : pool.imap_unordered(slow_square, input, 3))
+    unordered.push_back(v);
+  std::sort(unordered.begin(), unordered.end());
+  EXPECT_EQ(unordered, expected);
+}
+
+/// An endless input: counts how far it has been pulled.
+struct counting_range {
+  std::atomic<long>* pulled;
+  struct iterator {
+    std::atomic<long>* pulled;
+    long value = 0;
+    using value_type = int;
+    using difference_type = std::ptrdiff_t;
+    int operator*() const { return static_cast<int>(value); }
+    iterator& operator++() {
+      ++value;
+      ++*pulled;
+      return *this;
+    }
+    bool operator!=(std::default_sentinel_t) const { return true; }
+  };
+  iterator begin() const { return {pulled, 0}; }
+  std::default_sentinel_t end() const { return {}; }
+};
+
+TEST_P(pool_conformance, imap_is_lazy_on_an_endless_input) {
+  mp::pool pool(options());
+  std::atomic<long> pulled{0};
+  long seen = 0;
+  for (int v : pool.imap(square, counting_range{&pulled}, 4)) {
+    EXPECT_EQ(v, seen * seen);
+    if (++seen == 100) break;
+  }
+  // Bounded look-ahead: a handful of chunks past what was consumed, never the whole input.
+  EXPECT_LT(pulled.load(), 100 + 4 * 16);
+}
+
+TEST_P(pool_conformance, empty_inputs_give_empty_results_at_once) {
+  mp::pool pool(options());
+  const std::vector<int> none;
+  EXPECT_TRUE(pool.map(square, none).empty());
+  EXPECT_TRUE(pool.map_async(square, none).get(10s).empty());
+  EXPECT_TRUE(pool.starmap(add, std::vector<std::tuple<long, long>>{}).empty());
+  for ([[maybe_unused]] int v : pool.imap(square, none))
+    ADD_FAILURE();
+  for ([[maybe_unused]] int v : pool.imap_unordered(square, none))
+    ADD_FAILURE();
+}
+
+TEST_P(pool_conformance, callbacks_run_on_success_and_on_error) {
+  mp::pool pool(options());
+  std::mutex m;
+  std::condition_variable cv;
+  int value = 0;
+  std::string error;
+  pool.apply_async(square, 9).then([&](int v) {
+    std::lock_guard<std::mutex> lock(m);
+    value = v;
+    cv.notify_all();
+  });
+  pool.apply_async([](int) -> int { throw std::logic_error("no"); }, 1)
+      .then([](int) { ADD_FAILURE() << "success callback on a failure"; },
+            [&](std::exception_ptr e) {
+              try {
+                std::rethrow_exception(e);
+              } catch (const mp::remote_error& r) {
+                std::lock_guard<std::mutex> lock(m);
+                error = r.remote_type();
+                cv.notify_all();
+              }
+            });
+  std::unique_lock<std::mutex> lock(m);
+  ASSERT_TRUE(cv.wait_for(lock, 30s, [&] { return value != 0 && !error.empty(); }));
+  EXPECT_EQ(value, 81);
+  EXPECT_EQ(error, "std::logic_error");
+}
+
+TEST_P(pool_conformance, callback_on_a_ready_result_runs_at_once) {
+  mp::pool pool(options());
+  auto r = pool.apply_async(square, 3);
+  r.wait();
+  int seen = 0;
+  r.then([&](int v) { seen = v; });
+  EXPECT_EQ(seen, 9);
+}
+
+TEST_P(pool_conformance, successful_before_ready_is_a_state_error) {
+  mp::pool pool(options(1));
+  auto slow = pool.apply_async(
+      [](int ms) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+        return ms;
+      },
+      500);
+  EXPECT_FALSE(slow.ready());
+  EXPECT_THROW((void)slow.successful(), mp::state_error);
+  EXPECT_FALSE(slow.wait_for(1ms));
+  EXPECT_EQ(slow.get(), 500);
+}
+
+TEST_P(pool_conformance, default_size_is_cpu_count_and_zero_is_invalid) {
+  EXPECT_THROW(mp::pool(0u), std::invalid_argument);
+  mp::pool pool(mp::pool_options{0, {}, 0, GetParam()});
+  EXPECT_EQ(pool.size(), mp::cpu_count());
+}
+
+TEST_P(pool_conformance, tasks_spread_over_workers) {
+  mp::pool pool(options(2));
+  std::set<long> pids;
+  auto results = pool.map(
+      [](int ms) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+        return mp::this_process::id();
+      },
+      std::vector<int>(8, 50), 1);
+  pids.insert(results.begin(), results.end());
+  EXPECT_EQ(pids.size(), 2u);
+  EXPECT_EQ(pids.count(mp::this_process::id()), 0u);
+}
+
+int initialized_value = 0;
+void set_initialized(int v) {
+  initialized_value = v;
+}
+int read_initialized() {
+  return initialized_value;
+}
+
+TEST_P(pool_conformance, initializer_runs_in_each_worker_first) {
+  mp::pool pool(mp::pool_options{2, mp::call(set_initialized, 42), 0, GetParam()});
+  const auto values = pool.map([](int) { return read_initialized(); }, std::vector<int>(20, 0), 1);
+  EXPECT_EQ(values, std::vector<int>(20, 42));
+}
+
+TEST_P(pool_conformance, destructor_finishes_submitted_work) {
+  mp::async_result<int> r;
+  {
+    mp::pool pool(options());
+    r = pool.apply_async(slow_square, 2);
+  }
+  EXPECT_TRUE(r.ready());
+  EXPECT_EQ(r.get(), 4);
+}
+
+TEST_P(pool_conformance, large_argument_and_result_cross_by_shared_memory) {
+  mp::pool pool(options());
+  std::vector<char> big(8 << 20);
+  for (std::size_t i = 0; i < big.size(); ++i)
+    big[i] = static_cast<char>(i * 7);
+  const auto echoed = pool.apply(
+      [](std::vector<char> v) {
+        for (auto& c : v)
+          c = static_cast<char>(c + 1);
+        return v;
+      },
+      big);
+  ASSERT_EQ(echoed.size(), big.size());
+  for (std::size_t i = 0; i < big.size(); i += 4093) {
+    ASSERT_EQ(echoed[i], static_cast<char>(big[i] + 1)) << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(methods, pool_conformance,
+                         ::testing::ValuesIn(multiproc_test::available_methods()),
+                         multiproc_test::method_name);
+
+}  // namespace
