@@ -1,7 +1,9 @@
 // multiproc — mp::pool: a pool of worker processes (Python's multiprocessing.Pool).
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <concepts>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>

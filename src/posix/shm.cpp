@@ -47,7 +47,8 @@ void shared_block::release() noexcept {
 
 namespace {
 char* map_descriptor(int fd, std::size_t size) {
-  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  // Populated at once: one fault-in pass instead of a page fault per 4 KiB.
+  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (data == MAP_FAILED) throw posix::last_error("multiproc: mapping a shared block");
   return static_cast<char*>(data);
 }
@@ -82,6 +83,7 @@ shared_block shared_block::create(std::size_t size) {
   if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
     throw posix::last_error("multiproc: sizing a shared block");
   }
+  (void)::fallocate(fd, 0, 0, static_cast<off_t>(size));  // best effort: fewer faults later
   block.data_ = map_descriptor(fd, size);
   block.size_ = size;
   return block;

@@ -10,6 +10,8 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
+#include <algorithm>
 
 #include <multiproc/config.hpp>
 #include <multiproc/serialization.hpp>
@@ -217,6 +219,38 @@ struct invoker {
   static inline const bool registered = register_invoker(&call);
 };
 
+/// A sequence travels as its count, then its elements; numbers as one block of bytes (one
+/// stream call per chunk, not per item).
+template <class T>
+void write_sequence(cereal::BinaryOutputArchive& archive, const T* first, std::size_t count) {
+  archive(cereal::make_size_tag(static_cast<cereal::size_type>(count)));
+  if constexpr (std::is_arithmetic_v<T>) {
+    archive(cereal::binary_data(first, count * sizeof(T)));
+  } else {
+    for (std::size_t i = 0; i < count; ++i) archive(first[i]);
+  }
+}
+
+/// Reads what write_sequence wrote, appending to `out`.
+template <class T>
+void read_sequence(cereal::BinaryInputArchive& archive, std::vector<T>& out) {
+  cereal::size_type count = 0;
+  archive(cereal::make_size_tag(count));
+  const std::size_t have = out.size();
+  const auto n = static_cast<std::size_t>(count);
+  if (out.capacity() - have < n) out.reserve(std::max(have + n, 2 * out.capacity()));
+  if constexpr (std::is_arithmetic_v<T>) {
+    out.resize(have + n);
+    archive(cereal::binary_data(out.data() + have, n * sizeof(T)));
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      T value{};
+      archive(value);
+      out.push_back(std::move(value));
+    }
+  }
+}
+
 /// Runs P over a chunk of items (map: each item is the argument; starmap: each item is the
 /// tuple of arguments). The chunk travels as a count followed by the items; the result as a
 /// count followed by the results.
@@ -265,14 +299,7 @@ struct chunk_invoker {
 template <class R>
 void decode_chunk(std::istream& in, std::vector<R>& out) {
   cereal::BinaryInputArchive archive(in);
-  cereal::size_type count = 0;
-  archive(cereal::make_size_tag(count));
-  out.reserve(out.size() + static_cast<std::size_t>(count));
-  for (cereal::size_type i = 0; i < count; ++i) {
-    R value;
-    archive(value);
-    out.push_back(std::move(value));
-  }
+  read_sequence(archive, out);
 }
 
 /// Writes a std::tuple of arguments.
@@ -297,6 +324,19 @@ void write_chunk(std::ostream& out, const void* arguments) {
     archive(view.first[i]);
 }
 
+/// An argument already of the parameter's type is referred to, not copied, while the call is
+/// encoded (a large argument is then copied once, straight into the message); any other is
+/// converted to the parameter's type first.
+template <class Param, class Arg>
+using stored_argument =
+    std::conditional_t<std::is_same_v<Param, std::decay_t<Arg>>, const Param&, Param>;
+template <class Params, class... Args>
+struct stored_tuple;
+template <class... P, class... Args>
+struct stored_tuple<std::tuple<P...>, Args...> {
+  using type = std::tuple<stored_argument<P, Args>...>;
+};
+
 /// Everything a call needs, checked and bound: the function pointer, the arguments as the
 /// target's parameter types, and the invoker.
 template <class F, class... Args>
@@ -306,7 +346,7 @@ struct bound_call {
   using result = typename sig::result;
 
   pointer function;
-  typename sig::arguments arguments;
+  typename stored_tuple<typename sig::arguments, Args...>::type arguments;
 
   bound_call(F&& target, Args&&... args)
       : function(to_function_pointer(std::forward<F>(target))),
@@ -315,7 +355,7 @@ struct bound_call {
   call_spec spec() const {
     (void)invoker<pointer>::registered;  // instantiates the registration in this program
     return call_spec{&invoker<pointer>::call, reinterpret_cast<raw_function>(function),
-                     &write_tuple<typename sig::arguments>, &arguments};
+                     &write_tuple<decltype(arguments)>, &arguments};
   }
 };
 

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what building and testing multiproc needs on Debian 12, if anything is missing.
+# Usage: scripts/install-deps.sh [linux|windows|bench]...   (default: linux)
+set -euo pipefail
+
+want=("$@")
+[ ${#want[@]} -eq 0 ] && want=(linux)
+
+packages=()
+need() {  # need <file that proves it is installed> <package>
+  [ -e "$1" ] || packages+=("$2")
+}
+for what in "${want[@]}"; do
+  case "$what" in
+    linux)
+      need /usr/bin/cmake cmake
+      need /usr/bin/ninja ninja-build
+      need /usr/bin/g++ g++
+      need /usr/include/boost/version.hpp libboost1.81-dev
+      need /usr/include/cereal/cereal.hpp libcereal-dev
+      need /usr/include/gtest/gtest.h libgtest-dev
+      need /usr/include/gmock/gmock.h libgmock-dev
+      need /usr/src/googletest/CMakeLists.txt googletest
+      ;;
+    windows)
+      need /usr/bin/x86_64-w64-mingw32-g++-posix g++-mingw-w64-x86-64-posix
+      need /usr/lib/wine/wine64 wine64
+      ;;
+    bench)
+      need /usr/include/benchmark/benchmark.h libbenchmark-dev
+      need /usr/bin/python3 python3
+      ;;
+    *) echo "install-deps: unknown set '$what'" >&2; exit 2 ;;
+  esac
+done
+# Boost 1.81 must be the one found: Debian's default libboost-dev is 1.74.
+if [ -e /usr/include/boost/version.hpp ] && ! grep -q '"1_81"' /usr/include/boost/version.hpp; then
+  packages+=(libboost1.81-dev)
+fi
+
+if [ ${#packages[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-deps: installing ${packages[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: not root; run: sudo apt-get install -y ${packages[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing (apt-get, as root), then
+# builds and tests
+#   - Linux, default start method fork, warnings as errors (Debug)
+#   - Linux, default start method spawn, warnings as errors (Release)
+#   - Linux with AddressSanitizer + UndefinedBehaviorSanitizer
+#   - Linux with ThreadSanitizer
+#   - Windows programs (mingw-w64), run under Wine
+# Every configuration runs the conformance suite on every start method it has.
+#
+#   scripts/test.sh [--quick]      --quick: the first configuration only
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+if [ "$quick" = 1 ]; then
+  scripts/install-deps.sh linux
+else
+  scripts/install-deps.sh linux windows
+fi
+
+passed=0
+failed=0
+failures=()
+step() {  # step <name> <command...>: runs one configuration, counts it
+  local name=$1
+  shift
+  echo
+  echo "=== $name ==="
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+  fi
+}
+
+linux_suite() {  # linux_suite <name> <cmake options...>
+  local name=$1
+  shift
+  local dir=build/ci-$name
+  cmake -S . -B "$dir" -G Ninja -DMULTIPROC_WARNINGS_AS_ERRORS=ON "$@" >/dev/null &&
+    cmake --build "$dir" &&
+    ctest --test-dir "$dir" --output-on-failure -j 2 "${ctest_extra[@]}"
+}
+
+# Read only by sanitized programs.
+export ASAN_OPTIONS=detect_leaks=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+
+ctest_extra=()
+step "linux-fork (Debug)" linux_suite fork -DCMAKE_BUILD_TYPE=Debug -DMULTIPROC_BACKEND=fork
+if [ "$quick" = 0 ]; then
+  step "linux-spawn (Release)" linux_suite spawn -DCMAKE_BUILD_TYPE=Release -DMULTIPROC_BACKEND=spawn
+  # Sanitized builds run the suites, not the packaging and compile-failure checks.
+  ctest_extra=(-E "^(compile_fail_|consumer_)")
+  step "linux-asan-ubsan" linux_suite asan -DCMAKE_BUILD_TYPE=Debug \
+    -DMULTIPROC_SANITIZE=address,undefined -DMULTIPROC_EXAMPLES=OFF
+  step "linux-tsan" linux_suite tsan -DCMAKE_BUILD_TYPE=Debug -DMULTIPROC_SANITIZE=thread \
+    -DMULTIPROC_EXAMPLES=OFF
+  step "windows (mingw-w64 under Wine)" scripts/windows-tests.sh build/ci-mingw
+fi
+
+echo
+if [ "$failed" -ne 0 ]; then
+  echo "failed configurations: ${failures[*]}"
+fi
+echo "configurations: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
