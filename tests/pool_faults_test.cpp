@@ -341,6 +341,27 @@ TEST_P(pool_faults, hundred_thousand_tiny_tasks_none_lost_or_doubled) {
     ASSERT_EQ(results[i].get(), i);
 }
 
+TEST_P(pool_faults, memory_does_not_grow_with_finished_tasks) {
+  mp::pool pool(options());
+  auto run_batch = [&] {
+    for (int round = 0; round < 10; ++round) {
+      std::vector<mp::async_result<int>> results;
+      results.reserve(5000);
+      for (int i = 0; i < 5000; ++i)
+        results.push_back(pool.apply_async(identity, i));
+      for (int i = 0; i < 5000; ++i)
+        ASSERT_EQ(results[i].get(), i);
+    }
+  };
+  run_batch();  // warm-up: allocator pools, buffers
+  const std::size_t warm = multiproc_test::resident_bytes();
+  for (int batch = 0; batch < 4; ++batch)
+    run_batch();
+  const std::size_t after = multiproc_test::resident_bytes();
+  // 200 000 more tasks: a leak of even 100 bytes per task would show as 20 MB.
+  EXPECT_LT(after, warm + (8u << 20)) << "resident memory grew from " << warm << " to " << after;
+}
+
 // 12
 std::vector<char> touch_every_page(std::vector<char> v) {
   for (std::size_t i = 0; i < v.size(); i += 4096)

@@ -41,6 +41,9 @@ class leak_check_environment : public ::testing::Environment {
 std::vector<multiproc::start_method> available_methods();
 std::string method_name(const ::testing::TestParamInfo<multiproc::start_method>& info);
 
+/// This process's resident memory in bytes.
+std::size_t resident_bytes();
+
 /// Whether a process with this id still runs (zombies count as gone).
 bool process_running(long pid);
 /// Kills a process from outside, as a user or the OOM killer would.

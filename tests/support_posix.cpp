@@ -65,6 +65,13 @@ resource_counts count_resources() {
   return counts;
 }
 
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t total = 0, resident = 0;
+  statm >> total >> resident;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
 bool process_running(long pid) {
   if (::kill(static_cast<pid_t>(pid), 0) != 0) return false;
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");

@@ -1,6 +1,7 @@
 // Resource counting on Windows: handles, live children (no zombies or /dev/shm there).
 #include <windows.h>
 
+#include <psapi.h>
 #include <tlhelp32.h>
 
 #include <cstdlib>
@@ -28,6 +29,13 @@ resource_counts count_resources() {
     CloseHandle(snapshot);
   }
   return counts;
+}
+
+std::size_t resident_bytes() {
+  PROCESS_MEMORY_COUNTERS counters{};
+  counters.cb = sizeof counters;
+  if (!K32GetProcessMemoryInfo(GetCurrentProcess(), &counters, sizeof counters)) return 0;
+  return counters.WorkingSetSize;
 }
 
 bool process_running(long pid) {

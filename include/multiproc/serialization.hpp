@@ -41,7 +41,9 @@ namespace multiproc {
 template <class T>
 inline constexpr bool is_transferable_v =
     std::is_void_v<T> ||
-    (cereal::traits::is_output_serializable<T, cereal::BinaryOutputArchive>::value &&
+    // cereal "supports" raw pointers with a static_assert of its own; they cannot travel.
+    (!std::is_pointer_v<T> && !std::is_member_pointer_v<T> &&
+     cereal::traits::is_output_serializable<T, cereal::BinaryOutputArchive>::value &&
      cereal::traits::is_input_serializable<T, cereal::BinaryInputArchive>::value);
 
 }  // namespace multiproc
