@@ -222,4 +222,47 @@ TEST(posix_spawn_hygiene, forged_secret_is_refused) {
   EXPECT_EQ(WEXITSTATUS(status), 86);
 }
 
+std::size_t status_kib(const char* field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  const std::string prefix = std::string(field) + ":";
+  while (std::getline(status, line)) {
+    if (line.rfind(prefix, 0) == 0) return std::stoul(line.substr(prefix.size()));
+  }
+  return 0;
+}
+
+std::vector<char> add_one_per_page(std::vector<char> v) {
+  for (std::size_t i = 0; i < v.size(); i += 4096)
+    v[i] = static_cast<char>(v[i] + 1);
+  return v;
+}
+
+/// Runs in a fresh child (its own peak-memory mark): a 256 MiB argument and result through a
+/// pool, then exits 0 if the peak stayed within the user's own copies plus one in transit.
+void measure_quarter_gigabyte_round_trip(int method) {
+  constexpr std::size_t size = 256u << 20;
+  const std::size_t base_kib = status_kib("VmRSS");
+  mp::pool pool(mp::pool_options{1, {}, 0, static_cast<mp::start_method>(method)});
+  std::vector<char> big(size, 1);
+  const auto back = pool.apply(add_one_per_page, big);
+  const std::size_t peak_kib = status_kib("VmHWM");
+  if (back.size() != size || back[0] != 2) std::exit(2);
+  // big + back are the user's; the transport may add about one more copy at a time.
+  const double copies = static_cast<double>(peak_kib - base_kib) * 1024.0 / size;
+  std::printf("peak: %.2f copies of the payload\n", copies);
+  std::fflush(stdout);
+  std::exit(copies <= 3.3 ? 0 : 1);
+}
+
+TEST(posix_memory, large_payload_costs_about_one_copy_in_transit) {
+  for (auto method : multiproc_test::available_methods()) {
+    mp::process p(mp::start_method::spawn, measure_quarter_gigabyte_round_trip,
+                  static_cast<int>(method));
+    p.start();
+    p.join();
+    EXPECT_EQ(p.exitcode(), 0) << "the parent's peak memory exceeded its two copies plus one";
+  }
+}
+
 }  // namespace
