@@ -50,6 +50,8 @@ class channel {
   /// Writes every byte, blocking as needed. Throws std::system_error; a peer that is gone
   /// gives errc::broken_pipe (never SIGPIPE).
   void write_all(const void* data, std::size_t size);
+  /// Bytes the writing end can take while the peer reads nothing (the pipe's buffer).
+  std::size_t write_capacity() const noexcept;
   /// Closes both ends (idempotent).
   void close() noexcept;
   /// Closes only the writing end: the peer reads end of stream.

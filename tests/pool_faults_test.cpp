@@ -1,5 +1,6 @@
 // The pool's fault semantics (the numbered faults of the pool issue), on every start method.
 // Each test states the outcome (error type, exit code, time bound) and checks it.
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -390,6 +391,81 @@ TEST_P(pool_faults, pool_lifecycle_leaves_nothing_behind) {
     EXPECT_EQ(pool.apply([](std::vector<char> v) { return v.size(); }, payload), payload.size());
   }
   EXPECT_TRUE(multiproc_test::same_resources(before));
+}
+
+// Found in review: each of these hung, crashed or lost work before it was fixed.
+
+void crashing_initializer() {
+  std::abort();
+}
+
+TEST_P(pool_faults, crashing_initializer_breaks_the_pool_without_a_respawn_storm) {
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    mp::pool pool(mp::pool_options{2, mp::call(crashing_initializer), 0, GetParam()});
+    EXPECT_THROW(pool.apply_async(identity, 1).get(30s), mp::start_error);
+  } catch (const mp::start_error& e) {
+    EXPECT_NE(std::string(e.what()).find("before it was ready"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 30s);
+}
+
+TEST_P(pool_faults, default_constructed_result_is_a_state_error) {
+  mp::async_result<int> nothing;
+  EXPECT_THROW((void)nothing.ready(), mp::state_error);
+  EXPECT_THROW(nothing.get(), mp::state_error);
+  EXPECT_THROW(nothing.wait(), mp::state_error);
+}
+
+TEST_P(pool_faults, imap_iterator_keeps_its_results_alive) {
+  mp::pool pool(options());
+  auto it = pool.imap(identity, std::vector<int>{1, 2, 3}).begin();  // the range is gone
+  std::vector<int> seen;
+  for (; !(it == std::default_sentinel); ++it)
+    seen.push_back(*it);
+  EXPECT_EQ(seen, (std::vector<int>{1, 2, 3}));
+}
+
+TEST_P(pool_faults, terminate_from_an_error_callback) {
+  mp::pool pool(options());
+  std::atomic<bool> called{false};
+  auto r = pool.apply_async(boom, 1);
+  r.then([](int) {},
+         [&](std::exception_ptr) {
+           pool.terminate();
+           called = true;
+         });
+  ASSERT_TRUE(r.wait_for(30s));
+  ASSERT_TRUE(multiproc_test::within(30s, [&] { return called.load(); }));
+  EXPECT_THROW(pool.apply_async(identity, 1), mp::state_error);
+}
+
+TEST_P(pool_faults, join_and_terminate_from_two_threads) {
+  for (int round = 0; round < 5; ++round) {
+    mp::pool pool(options());
+    auto r = pool.map_async(sleep_ms, std::vector<int>(4, 20), 1);
+    pool.close();
+    std::thread joiner([&] { pool.join(); });
+    pool.terminate();
+    joiner.join();
+    EXPECT_TRUE(r.ready());
+  }
+}
+
+std::vector<char> megabyte(int fill) {
+  return std::vector<char>(1 << 20, static_cast<char>(fill));
+}
+
+TEST_P(pool_faults, shared_memory_results_survive_worker_rotation) {
+  mp::pool pool(mp::pool_options{2, {}, 1, GetParam()});
+  std::vector<mp::async_result<std::vector<char>>> results;
+  for (int i = 0; i < 20; ++i)
+    results.push_back(pool.apply_async(megabyte, i));
+  for (int i = 0; i < 20; ++i) {
+    const auto v = results[i].get(60s);
+    ASSERT_EQ(v.size(), 1u << 20);
+    EXPECT_EQ(v[12345], static_cast<char>(i));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(methods, pool_faults,

@@ -222,6 +222,32 @@ TEST(posix_spawn_hygiene, forged_secret_is_refused) {
   EXPECT_EQ(WEXITSTATUS(status), 86);
 }
 
+int pipes_above_stdio(int) {
+  int pipes = 0;
+  for (int fd : open_descriptors()) {
+    if (fd <= 2) continue;
+    char target[64] = {};
+    const std::string link = "/proc/self/fd/" + std::to_string(fd);
+    if (::readlink(link.c_str(), target, sizeof target - 1) > 0 &&
+        std::string(target).rfind("pipe:", 0) == 0) {
+      ++pipes;
+    }
+  }
+  return pipes;
+}
+
+TEST(posix_fork, each_forked_worker_holds_only_its_own_channel) {
+  // Workers are forked by several supervisor threads while others create pipes: none may
+  // hold another worker's pipe (it would hide that worker's death).
+  const int own = pipes_above_stdio(0);  // pipes the program (or its runner) opened itself
+  for (int round = 0; round < 3; ++round) {
+    mp::pool pool(mp::pool_options{8, {}, 0, mp::start_method::fork});
+    const auto counts = pool.map(pipes_above_stdio, std::vector<int>(64, 0), 1);
+    for (int count : counts)
+      EXPECT_EQ(count, own + 2);
+  }
+}
+
 std::size_t status_kib(const char* field) {
   std::ifstream status("/proc/self/status");
   std::string line;

@@ -76,7 +76,7 @@ std::string to_utf8(const std::wstring& text) {
 
 }  // namespace
 
-TEST(Win32Channel, EndOfStreamAndBrokenPipe) {
+TEST(win32_channel, end_of_stream_and_broken_pipe) {
   auto [parent, child] = os::make_channel_pair();
   child.write_all("ab", 2);
   child.close_write();
@@ -93,7 +93,7 @@ TEST(Win32Channel, EndOfStreamAndBrokenPipe) {
   }
 }
 
-TEST(Win32Channel, LargeWritesArriveWhole) {
+TEST(win32_channel, large_writes_arrive_whole) {
   auto [parent, child] = os::make_channel_pair();
   const std::string sent(8 << 20, 'q');
   std::thread writer([&] {
@@ -109,7 +109,7 @@ TEST(Win32Channel, LargeWritesArriveWhole) {
   EXPECT_EQ(received, sent);
 }
 
-TEST(Win32Channel, HandlesAreNotInheritable) {
+TEST(win32_channel, handles_are_not_inheritable) {
   auto [parent, child] = os::make_channel_pair();
   for (os::native_handle h :
        {parent.read_handle(), parent.write_handle(), child.read_handle(), child.write_handle()}) {
@@ -119,7 +119,7 @@ TEST(Win32Channel, HandlesAreNotInheritable) {
   }
 }
 
-TEST(Win32SharedBlock, CreateGrowExportOpen) {
+TEST(win32_shared_block, create_grow_export_open) {
   ASSERT_TRUE(os::shared_block::supported());
   os::shared_block block = os::shared_block::create(1 << 20);
   ASSERT_TRUE(block);
@@ -144,7 +144,7 @@ TEST(Win32SharedBlock, CreateGrowExportOpen) {
                std::system_error);  // larger than the section
 }
 
-TEST(Win32CodeIdentity, MainProgramAndSystemModules) {
+TEST(win32_code_identity, main_program_and_system_modules) {
   os::code_location where;
   ASSERT_TRUE(os::locate_code(reinterpret_cast<const void*>(&triple), where));
   EXPECT_EQ(where.module, "");
@@ -165,7 +165,7 @@ TEST(Win32CodeIdentity, MainProgramAndSystemModules) {
   EXPECT_EQ(os::image_identity(), os::image_identity());
 }
 
-TEST(Win32System, EnvironmentRandomAndIds) {
+TEST(win32_system, environment_random_and_ids) {
   ASSERT_EQ(_putenv_s("MULTIPROC_WIN32_TEST_VARIABLE", "1"), 0);
   ASSERT_TRUE(SetEnvironmentVariableW(L"MULTIPROC_WIN32_TEST_VARIABLE", L"1"));
   os::unset_environment("MULTIPROC_WIN32_TEST_VARIABLE");
@@ -182,7 +182,7 @@ TEST(Win32System, EnvironmentRandomAndIds) {
   EXPECT_GE(os::hardware_cpu_count(), 1U);
 }
 
-TEST(Win32Adopt, RefusesTokensThatNameNoPipe) {
+TEST(win32_adopt, refuses_tokens_that_name_no_pipe) {
   EXPECT_FALSE(os::adopt_inherited_channel("").is_open());
   EXPECT_FALSE(os::adopt_inherited_channel("12,abc").is_open());
   EXPECT_FALSE(os::adopt_inherited_channel("1,2,x").is_open());
@@ -192,7 +192,7 @@ TEST(Win32Adopt, RefusesTokensThatNameNoPipe) {
   CloseHandle(event);
 }
 
-TEST(Win32Process, TerminateAndKillReadBackAsSignals) {
+TEST(win32_process, terminate_and_kill_read_back_as_signals) {
   mp::process terminated(sleep_long);
   terminated.start();
   terminated.terminate();
@@ -206,14 +206,14 @@ TEST(Win32Process, TerminateAndKillReadBackAsSignals) {
   EXPECT_EQ(killed.exitcode(), -9);
 }
 
-TEST(Win32Process, CrashReadsAsNtstatus) {
+TEST(win32_process, crash_reads_as_ntstatus) {
   mp::process crashing(raise_access_violation);
   crashing.start();
   crashing.join();
   EXPECT_EQ(crashing.exitcode(), static_cast<int>(0xC0000005U));
 }
 
-TEST(Win32Process, ChildInheritsNoOtherHandle) {
+TEST(win32_process, child_inherits_no_other_handle) {
   // An inheritable pipe this process holds must not reach the child: if it did, the child
   // would keep the write end open and the read end would not report a broken pipe.
   SECURITY_ATTRIBUTES inheritable{sizeof inheritable, nullptr, TRUE};
@@ -233,7 +233,7 @@ TEST(Win32Process, ChildInheritsNoOtherHandle) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
-TEST(Win32Process, ProgramPathWithSpacesAndNonAscii) {
+TEST(win32_process, program_path_with_spaces_and_non_ascii) {
   wchar_t self[32768];
   const DWORD length = GetModuleFileNameW(nullptr, self, 32768);
   ASSERT_GT(length, 0U);

@@ -83,9 +83,9 @@ class async_result {
   /// (the target threw), mp::worker_lost (its worker died), mp::serialization_error,
   /// mp::state_error (the pool was terminated or is broken).
   R get() const {
-    detail::state_wait(*state_);
-    detail::state_rethrow(*state_);
-    return decode_(*state_);
+    detail::state_wait(state());
+    detail::state_rethrow(state());
+    return decode_(state());
   }
   /// As get(), waiting at most `timeout`; throws mp::timeout_error when it runs out (the
   /// result is not lost: a later get() still returns it).
@@ -96,17 +96,18 @@ class async_result {
     return get();
   }
   /// Waits until the result is ready.
-  void wait() const { detail::state_wait(*state_); }
+  void wait() const { detail::state_wait(state()); }
   /// Waits at most `timeout`; true if the result is ready.
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
-    return detail::state_wait_for(*state_,
+    return detail::state_wait_for(state(),
                                   std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
   }
-  /// True once the task finished, successfully or not.
-  bool ready() const noexcept { return detail::state_ready(*state_); }
+  /// True once the task finished, successfully or not. Throws mp::state_error on a
+  /// default-constructed result (as every member does).
+  bool ready() const { return detail::state_ready(state()); }
   /// True if it finished without error. Throws mp::state_error if not ready yet.
-  bool successful() const { return detail::state_successful(*state_); }
+  bool successful() const { return detail::state_successful(state()); }
   /// Python's callback / error_callback: `on_value(R)` (or `on_value()` for void) runs when
   /// the task succeeds, `on_error(std::exception_ptr)` when it fails. They run once, in the
   /// pool's result thread (or at once in this thread if the result is already ready): keep
@@ -116,7 +117,7 @@ class async_result {
   const async_result& then(OnValue on_value, OnError on_error = nullptr) const {
     auto self = *this;
     detail::state_then(
-        *state_, [self, on_value = std::move(on_value), on_error = std::move(on_error)]() mutable {
+        state(), [self, on_value = std::move(on_value), on_error = std::move(on_error)]() mutable {
           std::exception_ptr failure;
           if constexpr (std::is_void_v<R>) {
             try {
@@ -148,6 +149,12 @@ class async_result {
       std::fputs("multiproc: a result callback threw; its exception was dropped\n", stderr);
     }
   }
+  detail::result_state& state() const {
+    if (!state_)
+      throw state_error("async_result: no task behind this (default-constructed) result");
+    return *state_;
+  }
+
   std::shared_ptr<detail::result_state> state_;
   R (*decode_)(const detail::result_state&) = nullptr;
 };

@@ -113,10 +113,14 @@ inline std::size_t default_chunksize(std::size_t items, std::size_t workers) {
   return (items + divisor - 1) / divisor;
 }
 
-/// The lazy results of imap / imap_unordered.
+/// The engine behind imap / imap_unordered: submits chunks as results are consumed. Shared
+/// by the range and its iterators, so neither can outlive it.
 template <class R, class Item>
-class lazy_results {
+class lazy_engine {
+ public:
   using pull_fn = std::function<std::size_t(std::vector<Item>&, std::size_t)>;
+
+ private:
   struct chunk {
     std::shared_ptr<result_state> state;
     std::size_t count;
@@ -128,8 +132,8 @@ class lazy_results {
   };
 
  public:
-  lazy_results(std::shared_ptr<pool_impl> pool, call_spec base, pull_fn pull, std::size_t chunksize,
-               bool ordered)
+  lazy_engine(std::shared_ptr<pool_impl> pool, call_spec base, pull_fn pull, std::size_t chunksize,
+              bool ordered)
       : pool_(std::move(pool)),
         base_(base),
         pull_(std::move(pull)),
@@ -150,7 +154,7 @@ class lazy_results {
     using pointer = const R*;
     using reference = const R&;
     iterator() = default;
-    explicit iterator(lazy_results* owner) : owner_(owner) {}
+    explicit iterator(std::shared_ptr<lazy_engine> owner) : owner_(std::move(owner)) {}
     const R& operator*() const { return owner_->current(); }
     const R* operator->() const { return &owner_->current(); }
     iterator& operator++() {
@@ -163,18 +167,17 @@ class lazy_results {
     }
 
    private:
-    lazy_results* owner_ = nullptr;
+    std::shared_ptr<lazy_engine> owner_;
   };
 
   /// Starts iterating (single pass). Rethrows an exception the input range threw.
-  iterator begin() {
+  iterator begin(const std::shared_ptr<lazy_engine>& self) {
     if (!started_) {
       started_ = true;
       advance();
     }
-    return iterator(this);
+    return iterator(self);
   }
-  std::default_sentinel_t end() const noexcept { return {}; }
 
   // Used by the iterator.
   bool finished() const { return done_; }
@@ -285,6 +288,24 @@ class lazy_results {
   std::exception_ptr chunk_error_;
   std::optional<R> current_;
   std::exception_ptr current_error_;
+};
+
+/// The lazy results of imap / imap_unordered: a single-pass range for range-for.
+template <class R, class Item>
+class lazy_results {
+ public:
+  using iterator = typename lazy_engine<R, Item>::iterator;
+  lazy_results(std::shared_ptr<pool_impl> pool, call_spec base,
+               typename lazy_engine<R, Item>::pull_fn pull, std::size_t chunksize, bool ordered)
+      : engine_(std::make_shared<lazy_engine<R, Item>>(std::move(pool), base, std::move(pull),
+                                                       chunksize, ordered)) {}
+  /// Starts iterating; the iterator keeps the results alive. Rethrows an exception the input
+  /// range threw.
+  iterator begin() { return engine_->begin(engine_); }
+  std::default_sentinel_t end() const noexcept { return {}; }
+
+ private:
+  std::shared_ptr<lazy_engine<R, Item>> engine_;
 };
 }  // namespace detail
 

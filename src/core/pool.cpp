@@ -145,7 +145,8 @@ void run_callbacks(std::vector<std::function<void()>>& callbacks) {
 
 using clock = std::chrono::steady_clock;
 
-/// In-flight bytes per worker stay below the smallest pipe capacity (64 KiB).
+/// In-flight bytes per worker: at most this, and at most half of what its pipe holds (a user
+/// over the kernel's pipe quota gets small pipes), so a write never waits for the worker.
 constexpr std::size_t in_flight_budget = 48 * 1024;
 /// Starts of one slot that fail in a row (or die before they are ready) before the pool
 /// gives up: no respawn storm.
@@ -176,6 +177,7 @@ struct worker_slot {
   os::channel channel;
   std::deque<task> in_flight;
   std::size_t in_flight_bytes = 0;
+  std::size_t budget = 0;  // in-flight bytes this worker's pipe takes without blocking
   std::size_t tasks_sent = 0;
   bool accepting = false;
   bool ready_seen = false;
@@ -203,7 +205,7 @@ struct pool_impl {
   std::exception_ptr broken;
   double average_task_us = -1;
   std::size_t live_threads = 0;
-  bool threads_joined = false;
+  std::mutex threads_mutex;
 
   ~pool_impl() { join_threads(); }
 
@@ -219,7 +221,7 @@ struct pool_impl {
       t.part = i;
       encode_call_body(calls[i], t.body, 0, true, t.block, t.block_size);
     }
-    std::lock_guard<std::mutex> lock(mutex);
+    std::unique_lock<std::mutex> lock(mutex);
     check_accepting_locked();
     for (auto& t : tasks) {
       t.id = next_id++;
@@ -227,6 +229,7 @@ struct pool_impl {
     }
     outstanding += count;
     dispatch_locked();
+    settle_deferred(lock);
     return state;
   }
 
@@ -256,7 +259,7 @@ struct pool_impl {
       const std::size_t size = pending.front().wire_size();
       for (auto& s : slots) {
         if (!s->accepting || s->in_flight.size() >= depth) continue;
-        if (!s->in_flight.empty() && s->in_flight_bytes + size > in_flight_budget) continue;
+        if (!s->in_flight.empty() && s->in_flight_bytes + size > s->budget) continue;
         if (best == nullptr || s->in_flight.size() < best->in_flight.size()) best = s.get();
       }
       if (best == nullptr) break;
@@ -390,13 +393,13 @@ struct pool_impl {
       child = os::spawn_child(child_end, secret, os::child_kind::pool_worker);
       append_hello(greeting, secret, true);
     }
-    if (options.initializer) {
-      const std::size_t at = begin_frame(greeting, frame_kind::initializer, 0);
-      greeting += *options.initializer.encoded();
-      end_frame(greeting, at);
-    }
+    // Always sent, empty when there is none: the worker says it is ready only after it, so a
+    // worker whose initializer crashes counts as a failed start.
+    const std::size_t at = begin_frame(greeting, frame_kind::initializer, 0);
+    if (options.initializer) greeting += *options.initializer.encoded();
+    end_frame(greeting, at);
     channel = std::move(parent_end);
-    if (!greeting.empty()) {
+    {
       try {
         channel.write_all(greeting.data(), greeting.size());
       } catch (const std::system_error&) {
@@ -433,12 +436,14 @@ struct pool_impl {
       slot.ready_seen = false;
       slot.stop_sent = false;
       slot.in_flight_bytes = 0;
+      slot.budget = std::min(in_flight_budget, slot.channel.write_capacity() / 2);
       if (phase == phase::terminating || broken) {
         slot.child.kill();
       } else {
         slot.accepting = true;
         if (stop_requested && outstanding == 0) append_stop(slot);
         dispatch_locked();
+        settle_deferred(lock);
       }
       lock.unlock();
       read_results(slot);
@@ -560,6 +565,9 @@ struct pool_impl {
       }
       dispatch_locked();
       flush_outbox_locked(slot);
+      for (auto& d : deferred)
+        ready.push_back(std::move(d));
+      deferred.clear();
     }
     batch.clear();
     ids.clear();
@@ -581,11 +589,14 @@ struct pool_impl {
     const int code = slot.child.exit_code().value_or(-1);
     if (!slot.in_flight.empty()) {
       // The first task it had not answered was running: it is lost. Those behind it had not
-      // started: they go to another worker, so nothing runs twice and nothing is lost.
-      task lost = std::move(slot.in_flight.front());
-      slot.in_flight.pop_front();
-      fail_later_locked(std::move(lost),
-                        std::make_exception_ptr(worker_lost(slot.child.pid(), code)));
+      // started: they go to another worker, so nothing runs twice and nothing is lost. A
+      // worker that never said it was ready had started none of them.
+      if (slot.ready_seen) {
+        task lost = std::move(slot.in_flight.front());
+        slot.in_flight.pop_front();
+        fail_later_locked(std::move(lost),
+                          std::make_exception_ptr(worker_lost(slot.child.pid(), code)));
+      }
       for (auto it = slot.in_flight.rbegin(); it != slot.in_flight.rend(); ++it) {
         pending.push_front(std::move(*it));
       }
@@ -605,10 +616,23 @@ struct pool_impl {
     settle_deferred(lock);
   }
 
+  /// Joins the supervisors, once, whichever threads ask; a supervisor asking (from a result
+  /// callback) skips itself: it ends on its own once the pool is stopping.
   void join_threads() {
+    std::lock_guard<std::mutex> lock(threads_mutex);
     for (auto& s : slots) {
-      if (s->thread.joinable()) s->thread.join();
+      if (s->thread.joinable() && s->thread.get_id() != std::this_thread::get_id()) {
+        s->thread.join();
+      }
     }
+  }
+
+  /// Supervisors other than the calling thread still running.
+  std::size_t other_live_threads() const {
+    const bool caller_is_supervisor = std::any_of(slots.begin(), slots.end(), [](const auto& s) {
+      return s->thread.get_id() == std::this_thread::get_id();
+    });
+    return live_threads - (caller_is_supervisor ? 1 : 0);
   }
 };
 
@@ -622,6 +646,7 @@ std::shared_ptr<pool_impl> make_pool(const pool_options& options) {
   ensure_may_start();
   auto impl = std::make_shared<pool_impl>();
   impl->options = options;
+  if (options.initializer) check_frame_size(options.initializer.encoded()->size());
   if (impl->options.processes == 0) impl->options.processes = cpu_count();
   impl->method = checked_method(options.method.value_or(default_start_method()));
   impl->creator = os::current_pid();
@@ -631,7 +656,7 @@ std::shared_ptr<pool_impl> make_pool(const pool_options& options) {
     slot->index = i;
     impl->slots.push_back(std::move(slot));
   }
-  {
+  try {
     std::lock_guard<std::mutex> lock(impl->mutex);
     for (auto& s : impl->slots) {
       worker_slot* slot = s.get();
@@ -639,6 +664,17 @@ std::shared_ptr<pool_impl> make_pool(const pool_options& options) {
       s->thread = std::thread([raw, slot] { raw->supervise(*slot); });
       ++impl->live_threads;
     }
+  } catch (const std::system_error& e) {
+    // No thread for every slot: stop the ones that started before reporting it.
+    {
+      std::unique_lock<std::mutex> lock(impl->mutex);
+      impl->phase = pool_impl::phase::terminating;
+      for (auto& s : impl->slots)
+        s->child.kill();
+      impl->changed.notify_all();
+    }
+    impl->join_threads();
+    throw start_error("mp::pool: could not start a supervisor thread", e.code());
   }
   // Wait until every slot has started a worker (or the pool gave up), so a program that
   // cannot start at all is reported here rather than on the first get().
@@ -754,7 +790,7 @@ void pool::terminate() {
     p.settle_deferred(lock);
     // Workers that ignore SIGTERM get SIGKILL after a short grace.
     if (!p.changed.wait_for(lock, std::chrono::milliseconds(500),
-                            [&] { return p.live_threads == 0; })) {
+                            [&] { return p.other_live_threads() == 0; })) {
       for (auto& s : p.slots)
         s->child.kill();
     }

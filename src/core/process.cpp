@@ -50,6 +50,7 @@ process_handle make_process(start_method method, const call_spec& call) {
   process_handle impl(new process_impl);
   impl->method = checked_method(method);
   impl->call = encode_call(call);
+  check_frame_size(impl->call.size());
   impl->name = "process-" + std::to_string(++process_counter);
   impl->creator = os::current_pid();
   return impl;

@@ -68,7 +68,16 @@ std::size_t begin_frame(std::string& out, frame_kind kind, std::uint64_t id, std
   return at;
 }
 
+void check_frame_size(std::size_t size) {
+  if (size > max_frame_body) {
+    throw serialization_error(serialization_error::phase::encode_arguments,
+                              "the encoded call takes " + std::to_string(size) +
+                                  " bytes, more than the 2 GiB a message may carry");
+  }
+}
+
 void end_frame(std::string& out, std::size_t at) {
+  check_frame_size(out.size() - at - sizeof(frame_header));
   const auto size = static_cast<std::uint32_t>(out.size() - at - sizeof(frame_header));
   std::memcpy(out.data() + at + offsetof(frame_header, body_size), &size, sizeof size);
 }
@@ -119,6 +128,7 @@ bool frame_reader::next(frame_header& header, const char*& body) {
   for (;;) {
     if (end_ - begin_ >= sizeof(frame_header)) {
       std::memcpy(&header, buffer_.data() + begin_, sizeof header);
+      if (header.body_size > max_frame_body) return false;  // not a frame of ours: stop here
       const std::size_t whole = sizeof header + header.body_size;
       if (end_ - begin_ >= whole) {
         body = buffer_.data() + begin_ + sizeof header;

@@ -54,6 +54,10 @@ struct frame_header {
 };
 static_assert(sizeof(frame_header) == 24);
 
+/// Largest frame body; a larger call (an mp::process or initializer argument) is refused.
+inline constexpr std::size_t max_frame_body = std::size_t{1} << 31;
+/// Throws serialization_error if a call of `size` bytes cannot travel in one frame.
+void check_frame_size(std::size_t size);
 /// Largest body that travels through the channel; larger payloads go through a shared block.
 inline constexpr std::size_t spill_threshold = 128 * 1024;
 /// The bytes a hello starts with.

@@ -83,16 +83,24 @@ int run_worker(os::channel& channel, frame_reader& reader) {
     if (!out.empty()) channel.write_all(out.data(), out.size());
     out.clear();
   };
-  try {
+  const auto say_ready = [&] {
     end_frame(out,
               begin_frame(out, frame_kind::ready, static_cast<std::uint64_t>(os::current_pid())));
     flush();
+  };
+  bool ready = false;
+  bool stopping = false;
+  try {
     frame_header header{};
     const char* body = nullptr;
     for (;;) {
       if (!reader.next(header, body)) return 0;  // the parent is gone
       switch (header.kind) {
         case frame_kind::task:
+          if (!ready) {  // a parent that sent no initializer frame
+            say_ready();
+            ready = true;
+          }
           // Each result leaves before the next task starts: if that task crashes the worker,
           // the parent knows exactly which task was running, and no finished one is lost.
           answer_task(header, body, out, held);
@@ -100,7 +108,9 @@ int run_worker(os::channel& channel, frame_reader& reader) {
           break;
         case frame_kind::initializer: {
           const task_outcome outcome =
-              run_call_body(body, header.body_size, nullptr, 0, false, nullptr, nullptr);
+              header.body_size == 0
+                  ? task_outcome{}
+                  : run_call_body(body, header.body_size, nullptr, 0, false, nullptr, nullptr);
           if (outcome.status != result_status::ok) {
             const std::size_t at = begin_frame(out, frame_kind::initializer_failed, 0);
             out.push_back(static_cast<char>(outcome.status));
@@ -109,14 +119,21 @@ int run_worker(os::channel& channel, frame_reader& reader) {
             flush();
             return 1;
           }
+          // Ready only now: a worker whose initializer crashes counts as a failed start.
+          if (!ready) say_ready();
+          ready = true;
           break;
         }
         case frame_kind::release:
           held.erase(header.id);
+          if (stopping && held.empty()) return 0;
           break;
         case frame_kind::stop:
+          // Results still in shared blocks must stay until the parent has mapped them.
           flush();
-          return 0;
+          if (held.empty()) return 0;
+          stopping = true;
+          break;
         default:
           std::fprintf(stderr, "multiproc: worker got an unknown frame (kind %d); exiting\n",
                        static_cast<int>(header.kind));

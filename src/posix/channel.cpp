@@ -16,7 +16,7 @@ namespace multiproc::detail::os {
 
 namespace posix {
 namespace {
-constexpr int descriptor_slots = 4096;
+constexpr int descriptor_slots = 16384;
 std::atomic<int> registered[descriptor_slots];  // fd + 1; 0 = free (constant-initialised)
 }  // namespace
 
@@ -33,6 +33,11 @@ void unregister_descriptor(int fd) noexcept {
     int expected = fd + 1;
     if (slot.compare_exchange_strong(expected, 0)) return;
   }
+}
+
+std::shared_mutex& descriptor_creation_mutex() {
+  static std::shared_mutex mutex;
+  return mutex;
 }
 
 void close_registered_descriptors(int keep_a, int keep_b) noexcept {
@@ -123,6 +128,14 @@ void channel::write_all(const void* data, std::size_t size) {
   }
 }
 
+std::size_t channel::write_capacity() const noexcept {
+#if defined(F_GETPIPE_SZ)
+  const int size = ::fcntl(static_cast<int>(write_), F_GETPIPE_SZ);
+  if (size > 0) return static_cast<std::size_t>(size);
+#endif
+  return 16 * 1024;  // the smallest pipe buffer of the POSIX systems we know (macOS)
+}
+
 void channel::close() noexcept {
   if (read_ == write_) write_ = invalid_handle;
   close_descriptor(read_);
@@ -135,6 +148,7 @@ void channel::close_write() noexcept {
 }
 
 std::pair<channel, channel> make_channel_pair() {
+  const posix::creating_descriptors guard;
   int to_child[2];
   int to_parent[2];
   if (!make_pipe(to_child)) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <mutex>
+#include <shared_mutex>
 #include <system_error>
 
 namespace multiproc::detail::os::posix {
@@ -13,6 +14,13 @@ void register_descriptor(int fd) noexcept;
 void unregister_descriptor(int fd) noexcept;
 /// In a forked child: closes every registered descriptor except `keep_a` and `keep_b`.
 void close_registered_descriptors(int keep_a, int keep_b) noexcept;
+
+/// Held shared from creating a library descriptor until it is registered (or closed), and
+/// exclusively across fork(): a forked child never holds a descriptor it could not close.
+std::shared_mutex& descriptor_creation_mutex();
+struct creating_descriptors {
+  std::shared_lock<std::shared_mutex> lock{descriptor_creation_mutex()};
+};
 
 /// Held across fork() so no other thread holds it at the moment of the fork.
 std::mutex& code_cache_mutex();

@@ -20,6 +20,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <new>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -37,7 +39,8 @@ namespace {
 std::mutex executable_mutex;
 std::string executable_override;
 
-int open_process_descriptor(long pid) noexcept {
+/// Opens a pidfd for `pid`; the caller holds the descriptor creation lock.
+int open_process_descriptor_locked(long pid) noexcept {
 #if defined(__linux__) && defined(SYS_pidfd_open)
   // A pidfd lets join(timeout) sleep in poll() instead of polling waitpid.
   const long fd = ::syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0);
@@ -50,6 +53,11 @@ int open_process_descriptor(long pid) noexcept {
   (void)pid;
 #endif
   return -1;
+}
+
+int open_process_descriptor(long pid) noexcept {
+  const posix::creating_descriptors guard;
+  return open_process_descriptor_locked(pid);
 }
 
 int python_exit_code(int status) {
@@ -224,9 +232,17 @@ pid_t guarded_fork(sigset_t& previous) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &previous);
-  posix::code_cache_mutex().lock();
+  std::unique_lock<std::shared_mutex> descriptors(posix::descriptor_creation_mutex());
+  std::unique_lock<std::mutex> code_cache(posix::code_cache_mutex());
   const pid_t pid = ::fork();
-  posix::code_cache_mutex().unlock();
+  if (pid == 0) {
+    // The child's copies are held by a thread that does not exist there (an rwlock remembers
+    // its writer's tid): make them fresh instead of unlocking them.
+    descriptors.release();
+    code_cache.release();
+    new (&posix::descriptor_creation_mutex()) std::shared_mutex;
+    new (&posix::code_cache_mutex()) std::mutex;
+  }
   return pid;
 }
 }  // namespace
@@ -292,6 +308,8 @@ int high_copy(native_handle fd) {
 
 child spawn_child(channel& child_end, std::string_view secret, child_kind /*kind*/) {
   const std::string executable = own_executable();
+  // The copies below are not registered: no fork may happen until they are closed again.
+  const posix::creating_descriptors guard;
   const int read_copy = high_copy(child_end.read_handle());
   int write_copy = -1;
   try {
@@ -343,7 +361,7 @@ child spawn_child(channel& child_end, std::string_view secret, child_kind /*kind
     // glibc reports exec failures here and reaps the failed child itself: no zombie.
     throw start_error("multiproc: could not start " + executable, {rc, std::generic_category()});
   }
-  return child(pid, open_process_descriptor(pid));
+  return child(pid, open_process_descriptor_locked(pid));
 }
 
 channel adopt_inherited_channel(std::string_view token) {

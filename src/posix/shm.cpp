@@ -76,9 +76,13 @@ bool shared_block::supported() noexcept {
 
 shared_block shared_block::create(std::size_t size) {
   shared_block block;
-  const int fd = ::memfd_create("multiproc-payload", MFD_CLOEXEC);
-  if (fd < 0) throw posix::last_error("multiproc: creating a shared block");
-  posix::register_descriptor(fd);
+  int fd = -1;
+  {
+    const posix::creating_descriptors guard;
+    fd = ::memfd_create("multiproc-payload", MFD_CLOEXEC);
+    if (fd < 0) throw posix::last_error("multiproc: creating a shared block");
+    posix::register_descriptor(fd);
+  }
   block.handle_ = fd;
   if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
     throw posix::last_error("multiproc: sizing a shared block");

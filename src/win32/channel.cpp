@@ -65,6 +65,12 @@ void channel::write_all(const void* data, std::size_t size) {
   }
 }
 
+std::size_t channel::write_capacity() const noexcept {
+  // Windows calls the size a suggestion, and reports no figure back for anonymous pipes;
+  // Wine buffers exactly the size asked for, which is what the core's budget assumes.
+  return pipe_buffer_hint;
+}
+
 void channel::close() noexcept {
   if (read_ != invalid_handle) CloseHandle(as_handle(std::exchange(read_, invalid_handle)));
   close_write();

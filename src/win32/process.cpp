@@ -350,8 +350,11 @@ child spawn_child(channel& child_end, std::string_view secret, child_kind kind) 
   // A worker must not run a single instruction outside the job, or it could outlive a parent
   // that dies at that moment: it starts suspended and resumes once it is in.
   if (worker) flags |= CREATE_SUSPENDED;
-  // A program without a console (a GUI program) must not make every child pop up one.
-  if (GetConsoleWindow() == nullptr && GetConsoleCP() == 0) flags |= CREATE_NO_WINDOW;
+  // A child shares its parent's console. A parent without one (a GUI program, or output
+  // redirected under Wine) gets children without one too: CREATE_NO_WINDOW would instead give
+  // every child a console of its own, i.e. a conhost.exe started and ended per child. The
+  // standard handles passed above work either way.
+  if (GetConsoleCP() == 0) flags |= DETACHED_PROCESS;
   const bool break_away = !worker && running_in_worker_job.load();
 
   PROCESS_INFORMATION info{};
