@@ -10,9 +10,12 @@
 #endif
 #include <windows.h>
 
+#include <stdlib.h>  // _putenv_s
+
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <system_error>
