@@ -5,9 +5,10 @@
 #   scripts/windows-tests.sh [build-dir]        (default: build-mingw)
 #
 # Needs x86_64-w64-mingw32-g++-posix (Debian: g++-mingw-w64-x86-64-posix) and Wine
-# (Debian: wine64). Environment:
+# (Debian: wine64). Programs run through Wine's cmd /c, as the toolchain file's emulator does
+# (see there why). Environment:
 #   WINEPREFIX              Wine prefix to use (default: <build-dir>/wine, created if missing)
-#   MULTIPROC_TEST_TIMEOUT  seconds one program may run (default: 900)
+#   MULTIPROC_TEST_TIMEOUT  seconds one test binary or example may run (default: 900)
 #   CMAKE_BUILD_TYPE        default: Release
 set -euo pipefail
 
@@ -27,9 +28,10 @@ command -v x86_64-w64-mingw32-g++-posix >/dev/null ||
 # --- build -------------------------------------------------------------------------------
 generator=()
 if command -v ninja >/dev/null && [ ! -f "$build/CMakeCache.txt" ]; then generator=(-G Ninja); fi
+# The same settings as the "mingw" preset, into a directory of the caller's choice.
 cmake -S "$repo" -B "$build" "${generator[@]}" \
   -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/toolchains/mingw-w64.cmake" \
-  -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-Release}"
+  -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-Release}" -DMULTIPROC_WARNINGS_AS_ERRORS=ON
 cmake --build "$build" --parallel "$(nproc 2>/dev/null || echo 2)"
 
 # --- Wine ----------------------------------------------------------------------------------
@@ -41,48 +43,48 @@ if [ -z "${WINEPREFIX:-}" ]; then
 fi
 mkdir -p "$WINEPREFIX"
 # One server for every program of this run: a cold Wine start costs seconds, a warm one little.
-# (It fails harmlessly if a server for this prefix is already running.)
-"$wineserver" -p 2>/dev/null || true
+# It stays 60 s after the last program ends (it fails harmlessly if a server for this prefix
+# already runs). Its output goes nowhere: holding this script's stdout open, it would keep a
+# caller that reads through a pipe (CI) waiting for as long as it lives.
+"$wineserver" -p60 </dev/null >/dev/null 2>&1 || true
 if [ "$own_prefix" = 1 ]; then
   # Only the prefix this script made is ours to stop (with whatever a failed test left behind).
   trap '"$wineserver" -k >/dev/null 2>&1 || true' EXIT
 fi
+# The Wine services these commands start outlive them, so they too get no stdout of ours.
 if [ ! -f "$WINEPREFIX/system.reg" ]; then
   echo "windows-tests: creating the Wine prefix $WINEPREFIX"
-  "$wine" wineboot -i >/dev/null 2>&1 || die "cannot create the Wine prefix $WINEPREFIX"
+  "$wine" wineboot -i </dev/null >/dev/null 2>&1 || die "cannot create the Wine prefix $WINEPREFIX"
 fi
 # A crashing child (the tests crash some on purpose) must end at once with its NTSTATUS, as on
 # Windows without a debugger, instead of Wine starting winedbg and printing a backtrace: a
 # debugger command that does not exist makes Wine skip that.
 "$wine" reg add 'HKLM\Software\Microsoft\Windows NT\CurrentVersion\AeDebug' \
-  /v Debugger /t REG_SZ /d 'multiproc-no-debugger %ld %ld' /f >/dev/null 2>&1 || true
+  /v Debugger /t REG_SZ /d 'multiproc-no-debugger %ld %ld' /f </dev/null >/dev/null 2>&1 || true
 
 # --- run -----------------------------------------------------------------------------------
-failed=()
-ran=0
-run() {  # run <program.exe> [args...]: the whole binary in one Wine process
-  local program=$1
-  shift
-  echo "=== $(basename "$program") (Wine)"
-  ran=$((ran + 1))
-  local rc=0
-  (cd "$(dirname "$program")" && timeout --kill-after=10 "$timeout_s" "$wine" "$program" "$@") ||
-    rc=$?
+# The tests through CTest: each entry is a whole test binary (filtered to one area), never a
+# process per test case, and CTest runs it through the toolchain's emulator (Wine). One at a
+# time: the suites start many processes each and time some of them.
+failed=0
+ctest --test-dir "$build" --output-on-failure --timeout "$timeout_s" || failed=1
+
+# The examples must run to completion as they do on Linux.
+mapfile -t examples < <(find "$build/examples" -maxdepth 1 -type f -name '*.exe' 2>/dev/null | sort)
+[ "${#examples[@]}" -gt 0 ] || die "no example was built under $build/examples"
+for example in "${examples[@]}"; do
+  echo "=== example $(basename "$example") (Wine)"
+  rc=0
+  (cd "$build/examples" &&
+    timeout --kill-after=10 "$timeout_s" "$wine" cmd /c "$(basename "$example")") || rc=$?
   if [ "$rc" != 0 ]; then
-    echo "=== $(basename "$program") FAILED (exit code $rc)"
-    failed+=("$(basename "$program")")
+    echo "=== example $(basename "$example") FAILED (exit code $rc)"
+    failed=1
   fi
-}
+done
 
-mapfile -t tests < <(find "$build/tests" -maxdepth 2 -type f -name '*.exe' 2>/dev/null | sort)
-[ "${#tests[@]}" -gt 0 ] || die "no test program was built under $build/tests"
-for t in "${tests[@]}"; do run "$t" --gtest_brief=1; done
-
-mapfile -t examples < <(find "$build/examples" -maxdepth 2 -type f -name '*.exe' 2>/dev/null | sort)
-for e in "${examples[@]}"; do run "$e"; done
-
-if [ "${#failed[@]}" -gt 0 ]; then
-  echo "windows-tests: ${#failed[@]} of $ran Windows programs failed: ${failed[*]}" >&2
+if [ "$failed" != 0 ]; then
+  echo "windows-tests: FAILED (see above)" >&2
   exit 1
 fi
-echo "windows-tests: all $ran Windows programs passed under Wine"
+echo "windows-tests: every test and example passed as a Windows program under Wine"

@@ -163,7 +163,7 @@ TEST_P(pool_faults, worker_killed_from_outside_mid_task) {
     ADD_FAILURE() << "expected worker_lost";
   } catch (const mp::worker_lost& e) {
     EXPECT_EQ(e.pid(), pid);
-    EXPECT_EQ(e.exitcode(), multiproc_test::sigkill_exit_code());
+    EXPECT_EQ(e.exitcode(), multiproc_test::outside_kill_exit_code());
   }
   EXPECT_LT(std::chrono::steady_clock::now() - killed_at, 2s);
   EXPECT_EQ(others.get(30s), std::vector<int>(10, 20));
@@ -253,14 +253,14 @@ TEST_P(pool_faults, failing_initializer_breaks_the_pool_clearly) {
 }
 
 // 8
-void pool_in_a_child(std::string path) {
-  mp::pool pool(2);
+void pool_in_a_child(std::string path, int method) {
+  mp::pool pool(mp::pool_options{2, {}, 0, static_cast<mp::start_method>(method)});
   pool.map(report_and_sleep, std::vector<std::string>(2, path), 1);
 }
 
 TEST_P(pool_faults, workers_exit_when_their_parent_is_killed) {
   const std::string path = multiproc_test::temporary_path("orphans");
-  mp::process parent(GetParam(), pool_in_a_child, path);
+  mp::process parent(GetParam(), pool_in_a_child, path, static_cast<int>(GetParam()));
   parent.start();
   ASSERT_TRUE(multiproc_test::within(30s, [&] { return read_pids(path).size() == 2; }));
   const auto workers = read_pids(path);
@@ -471,8 +471,7 @@ TEST_P(pool_faults, shared_memory_results_survive_worker_rotation) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(methods, pool_faults,
-                         ::testing::ValuesIn(multiproc_test::available_methods()),
+INSTANTIATE_TEST_SUITE_P(methods, pool_faults, ::testing::ValuesIn(multiproc_test::pool_methods()),
                          multiproc_test::method_name);
 
 }  // namespace

@@ -295,7 +295,7 @@ TEST_P(pool_conformance, large_argument_and_result_cross_by_shared_memory) {
 }
 
 INSTANTIATE_TEST_SUITE_P(methods, pool_conformance,
-                         ::testing::ValuesIn(multiproc_test::available_methods()),
+                         ::testing::ValuesIn(multiproc_test::pool_methods()),
                          multiproc_test::method_name);
 
 }  // namespace

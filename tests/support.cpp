@@ -40,6 +40,14 @@ std::vector<multiproc::start_method> available_methods() {
   return methods;
 }
 
+std::vector<multiproc::start_method> pool_methods() {
+#if defined(MULTIPROC_TEST_SANITIZED)
+  return {multiproc::start_method::spawn};
+#else
+  return available_methods();
+#endif
+}
+
 std::string method_name(const ::testing::TestParamInfo<multiproc::start_method>& info) {
   return info.param == multiproc::start_method::fork ? "fork" : "spawn";
 }

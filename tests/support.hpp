@@ -39,6 +39,16 @@ class leak_check_environment : public ::testing::Environment {
 
 /// Every start method this platform has: the conformance suite runs on each.
 std::vector<multiproc::start_method> available_methods();
+/// The start methods pools are tested on: every available one, but spawn only in sanitized
+/// builds (GCC 12's sanitizer runtimes deadlock in a child forked from a threaded parent).
+std::vector<multiproc::start_method> pool_methods();
+/// Skips the calling test in sanitized builds, for tests that fork from a threaded parent.
+#if defined(MULTIPROC_TEST_SANITIZED)
+#define MULTIPROC_SKIP_FORK_POOLS_WHEN_SANITIZED() \
+  GTEST_SKIP() << "forks from a threaded parent: not under GCC 12's sanitizers"
+#else
+#define MULTIPROC_SKIP_FORK_POOLS_WHEN_SANITIZED() (void)0
+#endif
 std::string method_name(const ::testing::TestParamInfo<multiproc::start_method>& info);
 
 /// This process's resident memory in bytes.
@@ -52,6 +62,8 @@ void kill_from_outside(long pid);
 int abort_exit_code();
 int sigterm_exit_code();
 int sigkill_exit_code();
+/// Exit code of a process killed from outside (kill_from_outside).
+int outside_kill_exit_code();
 
 /// A fresh path in the temporary directory for one test's files.
 std::string temporary_path(const std::string& stem);

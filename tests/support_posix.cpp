@@ -102,3 +102,9 @@ std::string temporary_path(const std::string& stem) {
 }
 
 }  // namespace multiproc_test
+
+namespace multiproc_test {
+int outside_kill_exit_code() {
+  return -SIGKILL;
+}
+}  // namespace multiproc_test

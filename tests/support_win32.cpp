@@ -76,3 +76,10 @@ std::string temporary_path(const std::string& stem) {
 }
 
 }  // namespace multiproc_test
+
+namespace multiproc_test {
+// Windows has no signals: TerminateProcess(h, 9) from outside reads back as exit code 9.
+int outside_kill_exit_code() {
+  return 9;
+}
+}  // namespace multiproc_test

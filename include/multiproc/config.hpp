@@ -12,6 +12,12 @@
 #define MULTIPROC_HAS_FORK 1
 #endif
 
+// mingw-w64 frees a thread_local's storage before running its destructor when a thread exits
+// (GCC PR 80816): there the library keeps per-thread objects without destructors.
+#if defined(__MINGW32__)
+#define MULTIPROC_DETAIL_THREAD_LOCAL_DESTRUCTORS_BROKEN 1
+#endif
+
 // Symbols of the shared library are hidden unless marked; a static build needs no marks.
 #if defined(MULTIPROC_SHARED)
 #if defined(_WIN32)

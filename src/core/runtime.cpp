@@ -240,14 +240,32 @@ struct input_slot {
   memory_buffer buffer;
   std::istream stream{&buffer};
 };
-thread_local output_slot tl_output;
-thread_local input_slot tl_input;
+#if defined(MULTIPROC_DETAIL_THREAD_LOCAL_DESTRUCTORS_BROKEN)
+// Never destroyed: one small allocation per thread that used the library.
+output_slot& thread_output() {
+  thread_local output_slot* slot = new output_slot;
+  return *slot;
+}
+input_slot& thread_input() {
+  thread_local input_slot* slot = new input_slot;
+  return *slot;
+}
+#else
+output_slot& thread_output() {
+  thread_local output_slot slot;
+  return slot;
+}
+input_slot& thread_input() {
+  thread_local input_slot slot;
+  return slot;
+}
+#endif
 
 class output_lease {
  public:
   output_lease() {
-    if (!tl_output.busy) {
-      slot_ = &tl_output;
+    if (!thread_output().busy) {
+      slot_ = &thread_output();
     } else {
       own_ = std::make_unique<output_slot>();
       slot_ = own_.get();
@@ -277,9 +295,10 @@ void append_code(std::string& out, const void* address) {
 }  // namespace
 
 std::istream& memory_input(const char* data, std::size_t size) {
-  tl_input.buffer.reset(data, size);
-  tl_input.stream.clear();
-  return tl_input.stream;
+  input_slot& slot = thread_input();
+  slot.buffer.reset(data, size);
+  slot.stream.clear();
+  return slot.stream;
 }
 
 void encode_call_body(const call_spec& call, std::string& out, std::size_t body_start,

@@ -18,8 +18,12 @@ namespace multiproc::detail::os {
 
 namespace {
 
-HANDLE as_handle(native_handle h) noexcept { return reinterpret_cast<HANDLE>(h); }
-native_handle as_native(HANDLE h) noexcept { return reinterpret_cast<native_handle>(h); }
+HANDLE as_handle(native_handle h) noexcept {
+  return reinterpret_cast<HANDLE>(h);
+}
+native_handle as_native(HANDLE h) noexcept {
+  return reinterpret_cast<native_handle>(h);
+}
 
 // ReadFile/WriteFile take a DWORD count; larger requests go in pieces of this size.
 constexpr std::size_t max_io_chunk = std::size_t{1} << 30;

@@ -83,8 +83,8 @@ struct main_image {
     for (std::size_t offset = 0; offset < size;) {
       MEMORY_BASIC_INFORMATION region{};
       if (VirtualQuery(base + offset, &region, sizeof region) != sizeof region) break;
-      const auto begin = static_cast<std::size_t>(
-          static_cast<const unsigned char*>(region.BaseAddress) - base);
+      const auto begin =
+          static_cast<std::size_t>(static_cast<const unsigned char*>(region.BaseAddress) - base);
       const std::size_t end = begin + region.RegionSize;
       if (region.State == MEM_COMMIT && region.Type == MEM_IMAGE &&
           region.AllocationBase == module && is_executable(region.Protect)) {
@@ -116,9 +116,9 @@ const main_image& program_image() {
 // so nothing about them is cached: the loader is asked every time.
 HMODULE module_holding(const void* address) noexcept {
   HMODULE module = nullptr;
-  if (!GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS |
-                              GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
-                          static_cast<LPCWSTR>(address), &module)) {
+  if (!GetModuleHandleExW(
+          GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+          static_cast<LPCWSTR>(address), &module)) {
     return nullptr;
   }
   return module;
@@ -152,7 +152,8 @@ bool locate_code(const void* address, code_location& out) {
   const main_image& image = program_image();
   if (image.holds(address)) {
     out.module.clear();
-    out.offset = static_cast<std::uint64_t>(static_cast<const unsigned char*>(address) - image.base);
+    out.offset =
+        static_cast<std::uint64_t>(static_cast<const unsigned char*>(address) - image.base);
     return true;
   }
   const HMODULE module = module_holding(address);
@@ -203,8 +204,7 @@ std::string image_identity() {
     mix(hash, &section->SizeOfRawData, sizeof section->SizeOfRawData);
     mix(hash, &section->Characteristics, sizeof section->Characteristics);
   }
-  const IMAGE_DATA_DIRECTORY& debug =
-      nt->OptionalHeader.DataDirectory[IMAGE_DIRECTORY_ENTRY_DEBUG];
+  const IMAGE_DATA_DIRECTORY& debug = nt->OptionalHeader.DataDirectory[IMAGE_DIRECTORY_ENTRY_DEBUG];
   if (debug.VirtualAddress != 0 && debug.Size >= sizeof(IMAGE_DEBUG_DIRECTORY) &&
       debug.VirtualAddress + debug.Size <= nt->OptionalHeader.SizeOfImage) {
     const auto* entry = reinterpret_cast<const IMAGE_DEBUG_DIRECTORY*>(base + debug.VirtualAddress);

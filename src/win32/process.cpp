@@ -24,8 +24,12 @@ namespace multiproc::detail::os {
 
 namespace {
 
-HANDLE as_handle(native_handle h) noexcept { return reinterpret_cast<HANDLE>(h); }
-native_handle as_native(HANDLE h) noexcept { return reinterpret_cast<native_handle>(h); }
+HANDLE as_handle(native_handle h) noexcept {
+  return reinterpret_cast<HANDLE>(h);
+}
+native_handle as_native(HANDLE h) noexcept {
+  return reinterpret_cast<native_handle>(h);
+}
 
 // Python reports a process ended by a signal as -N. Windows has no signals, so terminate() and
 // kill() pass these exit codes to TerminateProcess and exit_code() maps them back to -SIGTERM
@@ -89,7 +93,8 @@ std::wstring spawn_program() {
 // process ends, however it ends — kills every worker still in it. Deliberately never closed.
 HANDLE worker_job() noexcept {
   static const HANDLE job = []() -> HANDLE {
-    HANDLE created = CreateJobObjectW(nullptr, nullptr);  // not inheritable: no child keeps it alive
+    // Not inheritable: a child holding it would keep its own job alive.
+    HANDLE created = CreateJobObjectW(nullptr, nullptr);
     if (created == nullptr) return nullptr;
     JOBOBJECT_EXTENDED_LIMIT_INFORMATION limits{};
     // BREAKAWAY_OK lets a worker start an mp::process that outlives the pool (see spawn_child).
@@ -128,9 +133,8 @@ std::wstring environment_with(std::wstring_view name, std::wstring_view value) {
     if (is_variable(current, name)) continue;
     // Entries such as "=C:=C:\dir" (per-drive directories) stay first, where Windows puts them.
     if (!added && current.front() != L'=' &&
-        CompareStringOrdinal(current.data(), static_cast<int>(current.size()),
-                             entry_to_add.data(), static_cast<int>(entry_to_add.size()),
-                             TRUE) == CSTR_GREATER_THAN) {
+        CompareStringOrdinal(current.data(), static_cast<int>(current.size()), entry_to_add.data(),
+                             static_cast<int>(entry_to_add.size()), TRUE) == CSTR_GREATER_THAN) {
       result += entry_to_add;
       result += L'\0';
       added = true;
@@ -154,7 +158,8 @@ class inheritance {
   inheritance(const inheritance&) = delete;
   inheritance& operator=(const inheritance&) = delete;
   ~inheritance() {
-    for (HANDLE h : duplicates_) CloseHandle(h);
+    for (HANDLE h : duplicates_)
+      CloseHandle(h);
     if (list_ != nullptr) DeleteProcThreadAttributeList(list_);
   }
 
@@ -292,9 +297,13 @@ std::optional<int> child::exit_code() const {
   return exit_code_;
 }
 
-void child::terminate() noexcept { send_signal(sigterm_number); }
+void child::terminate() noexcept {
+  send_signal(sigterm_number);
+}
 
-void child::kill() noexcept { send_signal(sigkill_number); }
+void child::kill() noexcept {
+  send_signal(sigkill_number);
+}
 
 void child::send_signal(int signal_number) noexcept {
   // Held across TerminateProcess so that a concurrent wait() decodes the exit code only once
@@ -330,8 +339,8 @@ child spawn_child(channel& child_end, std::string_view secret, child_kind kind) 
   const auto write_end = child_end.write_handle();
   const bool worker = kind == child_kind::pool_worker;
   // "<read handle>,<write handle>,<kind>": handle values stay the same in the child.
-  std::string token = std::to_string(read_end) + "," + std::to_string(write_end) +
-                      (worker ? ",w" : ",p");
+  std::string token =
+      std::to_string(read_end) + "," + std::to_string(write_end) + (worker ? ",w" : ",p");
   std::wstring marker = widen(token) + L";" + widen(secret);
   std::wstring environment = environment_with(widen(spawn_marker_variable), marker);
 
@@ -371,9 +380,9 @@ child spawn_child(channel& child_end, std::string_view secret, child_kind kind) 
     const std::error_code error = last_error_code();
     std::string path;
     {
-      const int length = WideCharToMultiByte(CP_UTF8, 0, program.data(),
-                                             static_cast<int>(program.size()), nullptr, 0,
-                                             nullptr, nullptr);
+      const int length =
+          WideCharToMultiByte(CP_UTF8, 0, program.data(), static_cast<int>(program.size()), nullptr,
+                              0, nullptr, nullptr);
       path.resize(static_cast<std::size_t>(std::max(length, 0)));
       if (length > 0) {
         WideCharToMultiByte(CP_UTF8, 0, program.data(), static_cast<int>(program.size()),
@@ -440,8 +449,7 @@ bool die_with_parent(long expected_parent) noexcept {
   // Nothing to arm: a pool worker is in its parent's kill-on-close job from its first
   // instruction, and it also ends when it reads end of stream on its channel. This only tells
   // whether the parent has already ended; when that cannot be told (no access), it has not.
-  const HANDLE parent =
-      OpenProcess(SYNCHRONIZE, FALSE, static_cast<DWORD>(expected_parent));
+  const HANDLE parent = OpenProcess(SYNCHRONIZE, FALSE, static_cast<DWORD>(expected_parent));
   if (parent == nullptr) return GetLastError() != ERROR_INVALID_PARAMETER;  // no such process
   const bool ended = WaitForSingleObject(parent, 0) == WAIT_OBJECT_0;
   CloseHandle(parent);

@@ -21,8 +21,12 @@ namespace multiproc::detail::os {
 
 namespace {
 
-HANDLE as_handle(native_handle h) noexcept { return reinterpret_cast<HANDLE>(h); }
-native_handle as_native(HANDLE h) noexcept { return reinterpret_cast<native_handle>(h); }
+HANDLE as_handle(native_handle h) noexcept {
+  return reinterpret_cast<HANDLE>(h);
+}
+native_handle as_native(HANDLE h) noexcept {
+  return reinterpret_cast<native_handle>(h);
+}
 
 [[noreturn]] void throw_last_error(const char* what) {
   throw std::system_error(static_cast<int>(GetLastError()), std::system_category(), what);
@@ -39,8 +43,8 @@ HANDLE create_section(std::size_t size) {
 }
 
 char* map_section(HANDLE section, std::size_t size) {
-  void* view = MapViewOfFile(section, FILE_MAP_READ | FILE_MAP_WRITE, 0, 0,
-                             std::max<std::size_t>(size, 1));
+  void* view =
+      MapViewOfFile(section, FILE_MAP_READ | FILE_MAP_WRITE, 0, 0, std::max<std::size_t>(size, 1));
   if (view == nullptr) throw_last_error("MapViewOfFile");
   return static_cast<char*>(view);
 }
@@ -62,7 +66,9 @@ shared_block& shared_block::operator=(shared_block&& other) noexcept {
   return *this;
 }
 
-shared_block::~shared_block() { release(); }
+shared_block::~shared_block() {
+  release();
+}
 
 void shared_block::release() noexcept {
   if (data_ != nullptr) UnmapViewOfFile(std::exchange(data_, nullptr));
@@ -70,7 +76,9 @@ void shared_block::release() noexcept {
   size_ = 0;
 }
 
-bool shared_block::supported() noexcept { return true; }
+bool shared_block::supported() noexcept {
+  return true;
+}
 
 shared_block shared_block::create(std::size_t size) {
   shared_block block;

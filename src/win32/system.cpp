@@ -58,7 +58,9 @@ long query_parent_pid() noexcept {
 
 }  // namespace
 
-long current_pid() noexcept { return static_cast<long>(GetCurrentProcessId()); }
+long current_pid() noexcept {
+  return static_cast<long>(GetCurrentProcessId());
+}
 
 long parent_pid() noexcept {
   static const long pid = query_parent_pid();
@@ -66,8 +68,18 @@ long parent_pid() noexcept {
 }
 
 unsigned hardware_cpu_count() noexcept {
-  // Counts every processor group, as Python's os.cpu_count() does on Windows; the C++
-  // runtime's hardware_concurrency() may see only the group this process started in.
+  // The CPUs this process may run on, as os.process_cpu_count(): its affinity mask (set by
+  // start /affinity or a job). With several processor groups (over 64 CPUs) a mask describes one
+  // group only, and a process may run on all of them: every active CPU counts then.
+  DWORD_PTR process_mask = 0, system_mask = 0;
+  if (GetActiveProcessorGroupCount() <= 1 &&
+      GetProcessAffinityMask(GetCurrentProcess(), &process_mask, &system_mask) &&
+      process_mask != 0) {
+    unsigned count = 0;
+    for (; process_mask != 0; process_mask &= process_mask - 1)
+      ++count;
+    return count;
+  }
   const DWORD count = GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
   if (count != 0) return count;
   return std::max(1U, std::thread::hardware_concurrency());
@@ -78,8 +90,8 @@ void unset_environment(const char* name) noexcept {
   // the process block (GetEnvironmentVariableW and CreateProcess read that): drop both.
   try {
     const std::string_view text(name);
-    const int length = MultiByteToWideChar(CP_UTF8, 0, text.data(),
-                                           static_cast<int>(text.size()), nullptr, 0);
+    const int length =
+        MultiByteToWideChar(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), nullptr, 0);
     if (length <= 0) return;
     std::wstring wide(static_cast<std::size_t>(length), L'\0');
     MultiByteToWideChar(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), wide.data(),
