@@ -182,11 +182,22 @@ const void* resolve_code(std::string_view module, std::uint64_t offset);
 class shared_block {
  public:
   shared_block() = default;
-  shared_block(shared_block&& other) noexcept;
-  shared_block& operator=(shared_block&& other) noexcept;
+  shared_block(shared_block&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)),
+        handle_(std::exchange(other.handle_, invalid_handle)) {}
+  shared_block& operator=(shared_block&& other) noexcept {
+    if (this != &other) {
+      release();
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+      handle_ = std::exchange(other.handle_, invalid_handle);
+    }
+    return *this;
+  }
   shared_block(const shared_block&) = delete;
   shared_block& operator=(const shared_block&) = delete;
-  ~shared_block();
+  ~shared_block() { release(); }
 
   /// True where this platform has shared blocks (else payloads travel through the channel).
   static bool supported() noexcept;

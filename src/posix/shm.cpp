@@ -13,25 +13,6 @@
 
 namespace multiproc::detail::os {
 
-shared_block::shared_block(shared_block&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)),
-      size_(std::exchange(other.size_, 0)),
-      handle_(std::exchange(other.handle_, invalid_handle)) {}
-
-shared_block& shared_block::operator=(shared_block&& other) noexcept {
-  if (this != &other) {
-    release();
-    data_ = std::exchange(other.data_, nullptr);
-    size_ = std::exchange(other.size_, 0);
-    handle_ = std::exchange(other.handle_, invalid_handle);
-  }
-  return *this;
-}
-
-shared_block::~shared_block() {
-  release();
-}
-
 void shared_block::release() noexcept {
   if (data_ != nullptr) ::munmap(data_, size_);
   if (handle_ >= 0) {

@@ -1,13 +1,5 @@
 // Channels on Windows: two anonymous pipes per parent/child pair.
-#include "../backend.hpp"
-
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
+#include "internal.hpp"
 
 #include <algorithm>
 #include <system_error>
@@ -17,13 +9,6 @@
 namespace multiproc::detail::os {
 
 namespace {
-
-HANDLE as_handle(native_handle h) noexcept {
-  return reinterpret_cast<HANDLE>(h);
-}
-native_handle as_native(HANDLE h) noexcept {
-  return reinterpret_cast<native_handle>(h);
-}
 
 // ReadFile/WriteFile take a DWORD count; larger requests go in pieces of this size.
 constexpr std::size_t max_io_chunk = std::size_t{1} << 30;

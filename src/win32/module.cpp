@@ -1,14 +1,6 @@
 // Code identity on Windows: (module, offset) through the loader, checked against the
 // in-memory PE image; the image identity from the main module's PE header.
-#include "../backend.hpp"
-
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
+#include "internal.hpp"
 
 #include <cstdio>
 #include <cstring>

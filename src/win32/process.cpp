@@ -1,14 +1,6 @@
 // Children on Windows: spawn by CreateProcessW of the program's own image, wait on the process
 // handle, end with TerminateProcess, tie pool workers to the parent with a job object.
-#include "../backend.hpp"
-
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
+#include "internal.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -23,13 +15,6 @@
 namespace multiproc::detail::os {
 
 namespace {
-
-HANDLE as_handle(native_handle h) noexcept {
-  return reinterpret_cast<HANDLE>(h);
-}
-native_handle as_native(HANDLE h) noexcept {
-  return reinterpret_cast<native_handle>(h);
-}
 
 // Python reports a process ended by a signal as -N. Windows has no signals, so terminate() and
 // kill() pass these exit codes to TerminateProcess and exit_code() maps them back to -SIGTERM

@@ -3,15 +3,7 @@
 // nothing outlives the processes that use it, however they end. Unnamed sections need none of
 // Boost.Interprocess's machinery (whose Windows emulation fails under Wine without a shared
 // directory), and no name can be guessed or squatted by another program.
-#include "../backend.hpp"
-
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
+#include "internal.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -20,13 +12,6 @@
 namespace multiproc::detail::os {
 
 namespace {
-
-HANDLE as_handle(native_handle h) noexcept {
-  return reinterpret_cast<HANDLE>(h);
-}
-native_handle as_native(HANDLE h) noexcept {
-  return reinterpret_cast<native_handle>(h);
-}
 
 [[noreturn]] void throw_last_error(const char* what) {
   throw std::system_error(static_cast<int>(GetLastError()), std::system_category(), what);
@@ -50,25 +35,6 @@ char* map_section(HANDLE section, std::size_t size) {
 }
 
 }  // namespace
-
-shared_block::shared_block(shared_block&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)),
-      size_(std::exchange(other.size_, 0)),
-      handle_(std::exchange(other.handle_, invalid_handle)) {}
-
-shared_block& shared_block::operator=(shared_block&& other) noexcept {
-  if (this != &other) {
-    release();
-    data_ = std::exchange(other.data_, nullptr);
-    size_ = std::exchange(other.size_, 0);
-    handle_ = std::exchange(other.handle_, invalid_handle);
-  }
-  return *this;
-}
-
-shared_block::~shared_block() {
-  release();
-}
 
 void shared_block::release() noexcept {
   if (data_ != nullptr) UnmapViewOfFile(std::exchange(data_, nullptr));

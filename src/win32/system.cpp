@@ -1,13 +1,5 @@
 // This process on Windows: ids, processor count, environment, randomness.
-#include "../backend.hpp"
-
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
+#include "internal.hpp"
 
 #include <bcrypt.h>
 #include <stdlib.h>  // _wputenv_s
