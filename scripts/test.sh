@@ -9,7 +9,7 @@
 # Every configuration runs the conformance suite on every start method it has.
 #
 #   scripts/test.sh [--quick]      --quick: the first configuration only
-set -euo pipefail
+set -euo pipefail  # pipefail: a step piped into tee still fails as itself
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -25,12 +25,14 @@ fi
 passed=0
 failed=0
 failures=()
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 step() {  # step <name> <command...>: runs one configuration, counts it
   local name=$1
   shift
   echo
   echo "=== $name ==="
-  if "$@"; then
+  if "$@" 2>&1 | tee -a "$log"; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))
@@ -65,9 +67,13 @@ if [ "$quick" = 0 ]; then
   step "windows (mingw-w64 under Wine)" scripts/windows-tests.sh build/ci-mingw
 fi
 
+# Every CTest run ends with "N% tests passed, F tests failed out of T": add them up.
+read -r tests_total tests_failed < <(awk '/tests passed, [0-9]+ tests? failed out of/ {
+  total += $NF; failed += $(NF - 5) } END { print total + 0, failed + 0 }' "$log")
 echo
 if [ "$failed" -ne 0 ]; then
   echo "failed configurations: ${failures[*]}"
 fi
 echo "configurations: $passed passed, $failed failed"
+echo "tests: $((tests_total - tests_failed)) passed, $tests_failed failed"
 [ "$failed" -eq 0 ]
