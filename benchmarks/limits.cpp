@@ -140,7 +140,8 @@ void BM_pipe_pingpong(benchmark::State& state) {
     ::close(to_child[1]);
     ::close(to_parent[0]);
     // Echo until the parent closes its end.
-    while (read_byte(to_child[0])) write_byte(to_parent[1]);
+    while (read_byte(to_child[0]))
+      write_byte(to_parent[1]);
     ::_exit(0);
   }
   ::close(to_child[0]);
@@ -158,12 +159,7 @@ void BM_pipe_pingpong(benchmark::State& state) {
   ::sched_setaffinity(0, sizeof saved, &saved);
   state.SetLabel(pin == 0 ? "scheduler placed" : pin == 1 ? "same CPU" : "different CPUs");
 }
-BENCHMARK(BM_pipe_pingpong)
-    ->Arg(0)
-    ->Arg(1)
-    ->Arg(2)
-    ->UseRealTime()
-    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_pipe_pingpong)->Arg(0)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 void BM_memcpy(benchmark::State& state) {
   const auto size = static_cast<std::size_t>(state.range(0));

@@ -30,9 +30,13 @@ namespace {
 
 void noop() {}
 
-int square(int x) { return x * x; }
+int square(int x) {
+  return x * x;
+}
 
-std::size_t size_of(const std::vector<char>& payload) { return payload.size(); }
+std::size_t size_of(const std::vector<char>& payload) {
+  return payload.size();
+}
 
 const char* method_name(mp::start_method method) {
   return method == mp::start_method::fork ? "fork" : "spawn";
@@ -46,14 +50,16 @@ mp::pool make_pool(mp::start_method method, unsigned processes) {
 // finished its handshake) before anything is timed: the timed loop measures the pool at work.
 void warm_up(mp::pool& pool) {
   std::vector<int> xs(1000);
-  for (int i = 0; i < 1000; ++i) xs[static_cast<std::size_t>(i)] = i;
+  for (int i = 0; i < 1000; ++i)
+    xs[static_cast<std::size_t>(i)] = i;
   benchmark::DoNotOptimize(pool.map(square, xs));
 }
 
 std::vector<int> iota_ints(std::size_t n) {
   std::vector<int> xs(n);
   // The values stay small so x*x never overflows int (the results are not checked anyway).
-  for (std::size_t i = 0; i < n; ++i) xs[i] = static_cast<int>(i % 30000);
+  for (std::size_t i = 0; i < n; ++i)
+    xs[i] = static_cast<int>(i % 30000);
   return xs;
 }
 
@@ -93,8 +99,10 @@ void apply_async(benchmark::State& state, mp::start_method method, int calls) {
   std::vector<mp::async_result<int>> results;
   results.reserve(static_cast<std::size_t>(calls));
   for (auto _ : state) {
-    for (int i = 0; i < calls; ++i) results.push_back(pool.apply_async(square, i));
-    for (auto& r : results) benchmark::DoNotOptimize(r.get());
+    for (int i = 0; i < calls; ++i)
+      results.push_back(pool.apply_async(square, i));
+    for (auto& r : results)
+      benchmark::DoNotOptimize(r.get());
     // Destroying the futures is part of the workload: Python pays for its ApplyResults too.
     results.clear();
   }
@@ -167,10 +175,10 @@ void register_all() {
     std::size_t bytes;
   };
   for (auto m : methods) {
-    for (const size_label s : {size_label{"1KiB", std::size_t{1} << 10},
-                               size_label{"1MiB", std::size_t{1} << 20},
-                               size_label{"64MiB", std::size_t{64} << 20},
-                               size_label{"256MiB", std::size_t{256} << 20}}) {
+    for (const size_label s :
+         {size_label{"1KiB", std::size_t{1} << 10}, size_label{"1MiB", std::size_t{1} << 20},
+          size_label{"64MiB", std::size_t{64} << 20},
+          size_label{"256MiB", std::size_t{256} << 20}}) {
       reg(std::string("payload/") + s.label, m, payload, s.bytes)->Unit(benchmark::kMillisecond);
     }
   }

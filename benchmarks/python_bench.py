@@ -2,13 +2,14 @@
 """The multiproc_bench workloads in Python 3's multiprocessing, for side-by-side comparison.
 
 Each workload runs under the fork, spawn and forkserver start methods. Every workload is
-repeated; the result is the median of the samples together with their min and max (the
-spread). Slow workloads get fewer samples: a workload is sampled at least --min-reps times and
-then only while its time budget lasts, so the whole script stays bounded (about a minute and
-a half on a 2-core machine with the defaults).
+sampled several times; the result is the median of the samples with their min and max (the
+spread). Each sample averages as many runs as fit in about 50 ms; a workload takes at least
+--min-reps samples and then more only while its --budget lasts, so slow workloads (spawn,
+map with chunksize 1) get few samples and the whole script stays bounded (under a minute on
+a 2-core machine with the defaults).
 
-Output: JSON on stdout (or --out FILE). Times are seconds per workload run (see WORKLOADS);
-run.py turns them into the comparison table.
+Output: JSON on stdout (or --out FILE): per start method, per workload, seconds per run of
+the workload (apply_roundtrip: per call). run.py turns it into the comparison table.
 
 The names of the workloads are the same as in multiproc_bench.cpp so run.py can pair them.
 """
@@ -40,20 +41,29 @@ def size_of(payload):
 KIB = 1024
 MIB = 1024 * KIB
 
-APPLY_ROUND_TRIPS = 200        # sequential applies per sample of apply_roundtrip
 APPLY_ASYNC_CALLS = 20_000
 PAYLOAD_SIZES = [("1KiB", KIB), ("1MiB", MIB), ("64MiB", 64 * MIB), ("256MiB", 256 * MIB)]
 
 
-def sample(fn, min_reps, max_reps, budget_s, warmup=False):
-    """Calls fn() (which returns one measured time in seconds) at least min_reps and at most
-    max_reps times, stopping early once budget_s of wall time has gone."""
-    if warmup:
-        fn()
+def sample(once, min_reps, max_reps, budget_s, target_s=0.05):
+    """Times once() (one run of the workload) repeatedly. A first, untimed call warms up (the
+    first forkserver use starts the server; the first spawn reads the interpreter from disk)
+    and tells how long one run takes; each sample then averages enough runs to last about
+    target_s, as a Google Benchmark repetition averages its iterations, so that a single
+    scheduler hiccup does not become the spread. Takes at least min_reps and at most
+    max_reps samples, stopping early once budget_s of wall time has gone."""
+    first = timed(once)
+    inner = max(1, min(200, round(target_s / max(first, 1e-9))))
     samples = []
+    if first > budget_s / 4:
+        # Slow enough that the warm-up run is itself a fair sample: do not pay for it twice.
+        samples.append(first)
     start = time.perf_counter()
     while len(samples) < max_reps:
-        samples.append(fn())
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            once()
+        samples.append((time.perf_counter() - t0) / inner)
         if len(samples) >= min_reps and time.perf_counter() - start > budget_s:
             break
     return {
@@ -61,6 +71,7 @@ def sample(fn, min_reps, max_reps, budget_s, warmup=False):
         "min": min(samples),
         "max": max(samples),
         "reps": len(samples),
+        "runs_per_rep": inner,
         "samples": samples,
     }
 
@@ -83,58 +94,47 @@ def bench_method(method, args, log):
             f"[{r['min'] * 1e3:.3f} .. {r['max'] * 1e3:.3f}] n={r['reps']}{unit_note}")
 
     def process_start_join():
-        def once():
-            p = ctx.Process(target=noop)
-            p.start()
-            p.join()
-        return timed(once)
+        p = ctx.Process(target=noop)
+        p.start()
+        p.join()
 
-    # Warm-up matters here: the first forkserver use starts the server itself, and the first
-    # spawn reads the interpreter's files from disk.
-    record("process_start_join",
-           sample(process_start_join, lo, 4 * hi, budget, warmup=True))
+    record("process_start_join", sample(process_start_join, lo, hi, budget))
 
     def pool_start(n):
-        def run():
-            def once():
-                pool = ctx.Pool(n)
-                pool.close()
-                pool.join()
-            return timed(once)
-        return run
+        def once():
+            pool = ctx.Pool(n)
+            pool.close()
+            pool.join()
+        return once
 
-    record("pool_start_close_join/2", sample(pool_start(2), lo, 2 * hi, budget, warmup=True))
-    record(f"pool_start_close_join/cpu_count",
-           sample(pool_start(ncpu), lo, 2 * hi, budget, warmup=True))
+    record("pool_start_close_join/2", sample(pool_start(2), lo, hi, budget))
+    record("pool_start_close_join/cpu_count", sample(pool_start(ncpu), lo, hi, budget))
 
     # Throughput workloads share one pool, as multiproc_bench does: they measure the pool at
     # work, not its start-up. Pool() with no argument is Python's own default: cpu_count().
     with ctx.Pool(ncpu) as pool:
         pool.map(square, range(1000))  # every worker has started and imported this module
 
+        counter = iter(range(1 << 62))
+
         def apply_roundtrip():
-            t0 = time.perf_counter()
-            for i in range(APPLY_ROUND_TRIPS):
-                pool.apply(square, (i,))
-            return (time.perf_counter() - t0) / APPLY_ROUND_TRIPS
+            pool.apply(square, (next(counter) % 30000,))
         record("apply_roundtrip", sample(apply_roundtrip, lo, hi, budget))
 
         def apply_async():
-            def once():
-                rs = [pool.apply_async(square, (i,)) for i in range(APPLY_ASYNC_CALLS)]
-                for r in rs:
-                    r.get()
-            return timed(once)
+            rs = [pool.apply_async(square, (i,)) for i in range(APPLY_ASYNC_CALLS)]
+            for r in rs:
+                r.get()
         record(f"apply_async/{APPLY_ASYNC_CALLS}", sample(apply_async, lo, hi, budget))
 
         def map_run(n, chunksize):
-            xs = list(range(n))  # built outside the timed part, like the std::vector in C++
+            xs = [i % 30000 for i in range(n)]  # built before timing, like the C++ vector
 
-            def run():
-                return timed(lambda: pool.map(square, xs, chunksize))
-            return run
+            def once():
+                pool.map(square, xs, chunksize)
+            return once
 
-        # chunksize 1 is the slow one (one message per item): fewest samples.
+        # chunksize 1 is the slow one (one message per item): it gets the fewest samples.
         record("map_chunksize1/100000", sample(map_run(100_000, 1), lo, hi, budget))
         record("map_default/100000", sample(map_run(100_000, None), lo, hi, budget))
         record("map_default/1000000", sample(map_run(1_000_000, None), lo, hi, budget))
@@ -143,11 +143,11 @@ def bench_method(method, args, log):
             payload = bytes(size)
 
             def payload_run(payload=payload):
-                return timed(lambda: pool.apply(size_of, (payload,)))
+                pool.apply(size_of, (payload,))
             r = sample(payload_run, lo, hi, budget)
             r["bytes"] = size
             record(f"payload/{label}", r,
-                   f"  {size / r['median'] / 1e9:.2f} GB/s")
+                   f"  {size / r['median'] / 1e6:.0f} MB/s")
             del payload
     return res
 
@@ -158,8 +158,7 @@ def main():
     ap.add_argument("--methods", default="fork,spawn,forkserver",
                     help="comma-separated start methods (default: %(default)s)")
     ap.add_argument("--min-reps", type=int, default=3, help="samples per workload at least")
-    ap.add_argument("--max-reps", type=int, default=7,
-                    help="samples per workload at most (x4 for process start, x2 for pool start)")
+    ap.add_argument("--max-reps", type=int, default=7, help="samples per workload at most")
     ap.add_argument("--budget", type=float, default=1.0,
                     help="seconds after which a workload stops taking samples once it has "
                          "--min-reps of them")
@@ -179,7 +178,8 @@ def main():
         "min_reps": args.min_reps,
         "max_reps": args.max_reps,
         "budget_s": args.budget,
-        "unit": "seconds per workload run (apply_roundtrip: per call)",
+        "unit": "seconds per workload run (median over samples; each sample averages "
+                "runs_per_rep runs)",
         "methods": {},
     }
     t0 = time.perf_counter()

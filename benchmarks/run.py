@@ -236,7 +236,7 @@ def build_rows(mp_res, py_res, lim_res):
                     checks.append((target_text(kind, x), "n/a", None))
                     continue
                 ok = got <= bound
-                how = "met" if ok else f"MISSED by {got / bound:.1f}x"
+                how = "met" if ok else f"MISSED by {got / bound:.2f}x"
                 checks.append((target_text(kind, x), how, ok))
             rows.append({
                 "key": key, "label": label, "method": method, "mp": mp, "py": py,
@@ -341,6 +341,19 @@ def machine_line():
     return f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}"
 
 
+def library_revision():
+    """The commit the library was built from, with "+ uncommitted changes" if the tree differs."""
+    try:
+        rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "include",
+                                "src", "CMakeLists.txt"], check=True, capture_output=True,
+                               text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return rev + (" + uncommitted changes to include/ or src/" if dirty else "")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -382,7 +395,8 @@ def main():
             # Found: still bring them up to date with the sources (a no-op when they are).
             if not args.no_build and os.path.exists(os.path.join(build_dir, "CMakeCache.txt")):
                 subprocess.run(["cmake", "--build", build_dir, "--target", "multiproc_bench",
-                                "multiproc_limits"], check=True, stdout=sys.stderr)
+                                "multiproc_limits", "-j", str(os.cpu_count() or 2)],
+                               check=True, stdout=sys.stderr)
         bench = bench or find_binary(build_dir, "multiproc_bench")
         limits = limits or find_binary(build_dir, "multiproc_limits")
     t_build = time.perf_counter() - t0
@@ -402,7 +416,8 @@ def main():
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     build_type = mp_ctx.get("library_build_type", "?")
     intro = [
-        f"Run of {when} on {machine_line()}; Python {py_data.get('python', '-')}; "
+        f"Run of {when} on {machine_line()}; library {library_revision()}; "
+        f"Python {py_data.get('python', '-')}; "
         f"Google Benchmark {args.repetitions} repetitions x >= {args.min_time:g} s "
         f"(benchmark library built as {build_type}); "
         f"times: limits {t_lim:.0f} s, multiproc {t_mp:.0f} s, Python {t_py:.0f} s "

@@ -205,6 +205,11 @@ class shared_block {
   static shared_block create(std::size_t size);
   /// Makes the block at least `size` bytes, keeping its contents. Throws std::system_error.
   void grow(std::size_t size);
+  /// Copies `count` bytes into the block at `offset` (offset + count <= size()). On Linux
+  /// through the descriptor (pwrite): the kernel fills the pages without faulting them into
+  /// this process's mapping, which on a fresh block costs more than the copy itself. Throws
+  /// std::system_error.
+  void write(std::size_t offset, const void* bytes, std::size_t count);
   char* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
   explicit operator bool() const noexcept { return data_ != nullptr; }

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <ranges>
 #include <string>
 #include <utility>
 #include <vector>
@@ -105,6 +106,12 @@ constexpr bool check_map_target() {
   }
   return true;
 }
+
+/// A range whose items are already laid out in memory as Items (map chunks it in place).
+template <class Range, class Item>
+concept contiguous_range_of =
+    std::ranges::contiguous_range<const Range> && std::ranges::sized_range<const Range> &&
+    std::same_as<std::ranges::range_value_t<const Range>, Item> && !std::same_as<Item, bool>;
 
 /// Python's default chunksize: ceil(len / (4 * workers)).
 inline std::size_t default_chunksize(std::size_t items, std::size_t workers) {
@@ -414,14 +421,27 @@ class MULTIPROC_API pool {
     static_assert(is_transferable_v<Item>,
                   "multiproc: the item type cannot be serialised (see mp::process).");
     P function = detail::to_function_pointer(std::forward<F>(target));
+    // Items already laid out as Item (a std::vector<Item>, an array, a span) are chunked
+    // where they are; any other range is copied into a vector of Item first. Either way every
+    // chunk is encoded before submit returns, so the views never outlive `items`.
     std::vector<Item> materialised;
-    for (auto&& item : items)
-      materialised.emplace_back(item);
+    const Item* data = nullptr;
+    std::size_t count = 0;
+    if constexpr (detail::contiguous_range_of<Range, Item>) {
+      data = std::ranges::data(items);
+      count = static_cast<std::size_t>(std::ranges::size(items));
+    } else {
+      for (auto&& item : items)
+        materialised.emplace_back(item);
+      data = materialised.data();
+      count = materialised.size();
+    }
     const std::size_t size =
-        chunksize == 0 ? detail::default_chunksize(materialised.size(), this->size()) : chunksize;
+        chunksize == 0 ? detail::default_chunksize(count, this->size()) : chunksize;
     std::vector<detail::chunk_view<Item>> views;
-    for (std::size_t first = 0; first < materialised.size(); first += size) {
-      views.push_back({materialised.data() + first, std::min(size, materialised.size() - first)});
+    views.reserve(count / size + 1);
+    for (std::size_t first = 0; first < count; first += size) {
+      views.push_back({data + first, std::min(size, count - first)});
     }
     (void)detail::chunk_invoker<P, Star>::registered;
     std::vector<detail::call_spec> calls;

@@ -43,18 +43,22 @@ class result_state {
                                             os::shared_block block, std::size_t block_size,
                                             std::exception_ptr error) {
     std::vector<std::function<void()>> to_run;
-    std::lock_guard<std::mutex> lock(mutex_);
-    part& p = parts_[index];
-    if (p.settled) return to_run;
-    p.settled = true;
-    p.bytes = std::move(bytes);
-    p.block = std::move(block);
-    p.block_size = block_size;
-    p.error = std::move(error);
-    if (--remaining_ == 0) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      part& p = parts_[index];
+      if (p.settled) return to_run;
+      p.settled = true;
+      p.bytes = std::move(bytes);
+      p.block = std::move(block);
+      p.block_size = block_size;
+      p.error = std::move(error);
+      if (--remaining_ != 0) return to_run;
       to_run.swap(callbacks_);
-      done_.notify_all();
     }
+    // Notified after the mutex is released: a waiter woken under it would at once block on
+    // it again (one more context switch per result). The caller holds a reference to this
+    // state, so it outlives the notification.
+    done_.notify_all();
     return to_run;
   }
 

@@ -195,7 +195,7 @@ class spill_buffer final : public std::streambuf {
       spill(n);
     }
     if (used_ + n > block_->size()) block_->grow(std::max(used_ + n, block_->size() * 2));
-    std::memcpy(block_->data() + used_, data, n);
+    block_->write(used_, data, n);
     used_ += n;
     *block_size_ = used_;
     return count;
@@ -205,7 +205,7 @@ class spill_buffer final : public std::streambuf {
   void spill(std::size_t incoming) {
     const std::size_t have = out_->size() - start_;
     *block_ = os::shared_block::create(std::max(have + incoming, 2 * spill_threshold));
-    std::memcpy(block_->data(), out_->data() + start_, have);
+    block_->write(0, out_->data() + start_, have);
     used_ = have;
     *block_size_ = used_;
     out_->resize(start_);

@@ -35,6 +35,14 @@ void unregister_descriptor(int fd) noexcept {
   }
 }
 
+void close_registered(int fd) noexcept {
+  // Under the lock: a fork between unregistering and closing would hand the child a
+  // descriptor it does not know to close (a sibling's pipe end, hiding that sibling's death).
+  const creating_descriptors guard;
+  unregister_descriptor(fd);
+  ::close(fd);
+}
+
 std::shared_mutex& descriptor_creation_mutex() {
   static std::shared_mutex mutex;
   return mutex;
@@ -55,8 +63,7 @@ thread_local bool broken_pipe_blocked_for_good = false;
 
 void close_descriptor(native_handle& fd) noexcept {
   if (fd < 0) return;
-  posix::unregister_descriptor(static_cast<int>(fd));
-  ::close(static_cast<int>(fd));
+  posix::close_registered(static_cast<int>(fd));
   fd = invalid_handle;
 }
 

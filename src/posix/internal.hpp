@@ -12,6 +12,8 @@ namespace multiproc::detail::os::posix {
 /// atomics: usable between fork and _exit, no allocation.
 void register_descriptor(int fd) noexcept;
 void unregister_descriptor(int fd) noexcept;
+/// Unregisters and closes `fd` with no fork in between.
+void close_registered(int fd) noexcept;
 /// In a forked child: closes every registered descriptor except `keep_a` and `keep_b`.
 void close_registered_descriptors(int keep_a, int keep_b) noexcept;
 

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <iostream>
 #include <new>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -110,8 +111,7 @@ child& child::operator=(child&& other) noexcept {
   if (this != &other) {
     std::scoped_lock lock(mutex_, other.mutex_);
     if (handle_ >= 0) {
-      posix::unregister_descriptor(static_cast<int>(handle_));
-      ::close(static_cast<int>(handle_));
+      posix::close_registered(static_cast<int>(handle_));
     }
     pid_ = std::exchange(other.pid_, 0);
     handle_ = std::exchange(other.handle_, invalid_handle);
@@ -123,8 +123,7 @@ child& child::operator=(child&& other) noexcept {
 
 child::~child() {
   if (handle_ >= 0) {
-    posix::unregister_descriptor(static_cast<int>(handle_));
-    ::close(static_cast<int>(handle_));
+    posix::close_registered(static_cast<int>(handle_));
   }
 }
 
@@ -196,8 +195,7 @@ bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
     return false;  // not yet reapable (should not happen after waitid said it ended)
   }
   if (handle_ >= 0) {
-    posix::unregister_descriptor(static_cast<int>(handle_));
-    ::close(static_cast<int>(handle_));
+    posix::close_registered(static_cast<int>(handle_));
     handle_ = invalid_handle;
   }
   return true;
@@ -309,7 +307,7 @@ int high_copy(native_handle fd) {
 child spawn_child(channel& child_end, std::string_view secret, child_kind /*kind*/) {
   const std::string executable = own_executable();
   // The copies below are not registered: no fork may happen until they are closed again.
-  const posix::creating_descriptors guard;
+  std::optional<posix::creating_descriptors> guard(std::in_place);
   const int read_copy = high_copy(child_end.read_handle());
   int write_copy = -1;
   try {
@@ -356,12 +354,14 @@ child spawn_child(channel& child_end, std::string_view secret, child_kind /*kind
                                arguments, environment.data());
   ::close(read_copy);
   ::close(write_copy);
+  const int pidfd = rc == 0 ? open_process_descriptor_locked(pid) : -1;
+  guard.reset();  // closing takes the lock itself
   child_end.close();
   if (rc != 0) {
     // glibc reports exec failures here and reaps the failed child itself: no zombie.
     throw start_error("multiproc: could not start " + executable, {rc, std::generic_category()});
   }
-  return child(pid, open_process_descriptor_locked(pid));
+  return child(pid, pidfd);
 }
 
 channel adopt_inherited_channel(std::string_view token) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <string>
 
 #include "../backend.hpp"
@@ -16,8 +17,7 @@ namespace multiproc::detail::os {
 void shared_block::release() noexcept {
   if (data_ != nullptr) ::munmap(data_, size_);
   if (handle_ >= 0) {
-    posix::unregister_descriptor(static_cast<int>(handle_));
-    ::close(static_cast<int>(handle_));
+    posix::close_registered(static_cast<int>(handle_));
   }
   data_ = nullptr;
   size_ = 0;
@@ -27,9 +27,12 @@ void shared_block::release() noexcept {
 #if defined(__linux__)
 
 namespace {
-char* map_descriptor(int fd, std::size_t size) {
-  // Populated at once: one fault-in pass instead of a page fault per 4 KiB.
-  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+/// `populate`: fault the pages in at once (one pass instead of a fault per 4 KiB) -- for a
+/// peer's block, whose pages exist and are read next. A new block is not populated: it is
+/// filled through write(), never through the mapping.
+char* map_descriptor(int fd, std::size_t size, bool populate) {
+  const int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
+  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, fd, 0);
   if (data == MAP_FAILED) throw posix::last_error("multiproc: mapping a shared block");
   return static_cast<char*>(data);
 }
@@ -37,11 +40,12 @@ char* map_descriptor(int fd, std::size_t size) {
 /// Maps the block a peer holds as descriptor `token`, while it still holds it.
 char* map_peer(long pid, std::uint64_t token, std::size_t size) {
   const std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(token);
+  const posix::creating_descriptors guard;  // open to close: no fork may inherit it
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) throw posix::last_error("multiproc: opening a peer's shared block");
   char* data = nullptr;
   try {
-    data = map_descriptor(fd, size);
+    data = map_descriptor(fd, size, true);
   } catch (...) {
     ::close(fd);
     throw;
@@ -68,10 +72,23 @@ shared_block shared_block::create(std::size_t size) {
   if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
     throw posix::last_error("multiproc: sizing a shared block");
   }
-  (void)::fallocate(fd, 0, 0, static_cast<off_t>(size));  // best effort: fewer faults later
-  block.data_ = map_descriptor(fd, size);
+  block.data_ = map_descriptor(fd, size, false);
   block.size_ = size;
   return block;
+}
+
+void shared_block::write(std::size_t offset, const void* bytes, std::size_t count) {
+  const char* from = static_cast<const char*>(bytes);
+  while (count > 0) {
+    const ssize_t n = ::pwrite(static_cast<int>(handle_), from, count, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw posix::last_error("multiproc: writing a shared block");
+    }
+    from += n;
+    offset += static_cast<std::size_t>(n);
+    count -= static_cast<std::size_t>(n);
+  }
 }
 
 void shared_block::grow(std::size_t size) {
@@ -119,6 +136,9 @@ shared_block shared_block::create(std::size_t) {
 }
 void shared_block::grow(std::size_t) {
   create(0);
+}
+void shared_block::write(std::size_t offset, const void* bytes, std::size_t count) {
+  std::memcpy(data_ + offset, bytes, count);
 }
 std::uint64_t shared_block::export_to_child(const child&) {
   return 0;

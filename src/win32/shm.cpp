@@ -63,6 +63,10 @@ void shared_block::grow(std::size_t size) {
   *this = std::move(bigger);
 }
 
+void shared_block::write(std::size_t offset, const void* bytes, std::size_t count) {
+  std::memcpy(data_ + offset, bytes, count);
+}
+
 std::uint64_t shared_block::export_to_child(const child& receiver) {
   // The duplicate belongs to the receiver from now on; it is freed with the receiver if the
   // receiver never opens it.

@@ -2,6 +2,7 @@
 // description of one call. Not part of the API.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <iosfwd>
 #include <istream>
@@ -11,7 +12,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-#include <algorithm>
 
 #include <multiproc/config.hpp>
 #include <multiproc/serialization.hpp>
@@ -219,15 +219,34 @@ struct invoker {
   static inline const bool registered = register_invoker(&call);
 };
 
-/// A sequence travels as its count, then its elements; numbers as one block of bytes (one
-/// stream call per chunk, not per item).
+/// Numbers travel as one block of bytes per chunk (one stream call, not one per item); the
+/// bytes are those cereal's binary archive writes item by item, so both ends agree either way.
+/// Not bool: std::vector<bool> has no contiguous storage.
+template <class T>
+inline constexpr bool block_encoded_v = std::is_arithmetic_v<T> && !std::is_same_v<T, bool>;
+
+/// A sequence travels as its count, then its elements.
 template <class T>
 void write_sequence(cereal::BinaryOutputArchive& archive, const T* first, std::size_t count) {
   archive(cereal::make_size_tag(static_cast<cereal::size_type>(count)));
-  if constexpr (std::is_arithmetic_v<T>) {
+  if constexpr (block_encoded_v<T>) {
     archive(cereal::binary_data(first, count * sizeof(T)));
   } else {
-    for (std::size_t i = 0; i < count; ++i) archive(first[i]);
+    for (std::size_t i = 0; i < count; ++i)
+      archive(first[i]);
+  }
+}
+/// The same for a std::vector (std::vector<bool> included).
+template <class T>
+void write_sequence(cereal::BinaryOutputArchive& archive, const std::vector<T>& values) {
+  if constexpr (block_encoded_v<T>) {
+    write_sequence(archive, values.data(), values.size());
+  } else {
+    archive(cereal::make_size_tag(static_cast<cereal::size_type>(values.size())));
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const T& value = values[i];  // a bool, not a std::vector<bool>::reference
+      archive(value);
+    }
   }
 }
 
@@ -239,7 +258,7 @@ void read_sequence(cereal::BinaryInputArchive& archive, std::vector<T>& out) {
   const std::size_t have = out.size();
   const auto n = static_cast<std::size_t>(count);
   if (out.capacity() - have < n) out.reserve(std::max(have + n, 2 * out.capacity()));
-  if constexpr (std::is_arithmetic_v<T>) {
+  if constexpr (block_encoded_v<T>) {
     out.resize(have + n);
     archive(cereal::binary_data(out.data() + have, n * sizeof(T)));
   } else {
@@ -266,11 +285,7 @@ struct chunk_invoker {
     std::vector<item> items;
     try {
       cereal::BinaryInputArchive archive(in);
-      cereal::size_type count = 0;
-      archive(cereal::make_size_tag(count));
-      items.resize(static_cast<std::size_t>(count));
-      for (auto& element : items)
-        archive(element);
+      read_sequence(archive, items);
     } catch (const std::exception& e) {
       throw codec_failure{true, e.what()};
     }
@@ -285,9 +300,7 @@ struct chunk_invoker {
     }
     try {
       cereal::BinaryOutputArchive archive(*out);
-      archive(cereal::make_size_tag(static_cast<cereal::size_type>(results.size())));
-      for (const auto& r : results)
-        archive(r);
+      write_sequence(archive, results);
     } catch (const std::exception& e) {
       throw codec_failure{false, e.what()};
     }
@@ -319,9 +332,7 @@ template <class Item>
 void write_chunk(std::ostream& out, const void* arguments) {
   const auto& view = *static_cast<const chunk_view<Item>*>(arguments);
   cereal::BinaryOutputArchive archive(out);
-  archive(cereal::make_size_tag(static_cast<cereal::size_type>(view.count)));
-  for (std::size_t i = 0; i < view.count; ++i)
-    archive(view.first[i]);
+  write_sequence(archive, view.first, view.count);
 }
 
 /// An argument already of the parameter's type is referred to, not copied, while the call is
