@@ -147,8 +147,6 @@ void run_callbacks(std::vector<std::function<void()>>& callbacks) {
 
 // ---- the pool ---------------------------------------------------------------------------------
 
-using clock = std::chrono::steady_clock;
-
 /// In-flight bytes per worker: at most this, and at most half of what its pipe holds (a user
 /// over the kernel's pipe quota gets small pipes), so a write never waits for the worker.
 constexpr std::size_t in_flight_budget = 48 * 1024;
