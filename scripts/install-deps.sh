@@ -25,6 +25,11 @@ for what in "${want[@]}"; do
     windows)
       need /usr/bin/x86_64-w64-mingw32-g++-posix g++-mingw-w64-x86-64-posix
       need /usr/lib/wine/wine64 wine64
+      # Without the preloader (only a Recommends of wine64), Wine maps its fixed low regions
+      # after the dynamic loader has placed the program at random: about one process start in
+      # 3000 then fails with "failed to map the shared user data" (CreateProcess: Internal
+      # error). The preloader reserves those regions before anything else is mapped.
+      need /usr/lib/wine/wine64-preloader wine64-preloader
       ;;
     bench)
       need /usr/include/benchmark/benchmark.h libbenchmark-dev

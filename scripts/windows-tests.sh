@@ -5,7 +5,7 @@
 #   scripts/windows-tests.sh [build-dir]        (default: build-mingw)
 #
 # Needs x86_64-w64-mingw32-g++-posix (Debian: g++-mingw-w64-x86-64-posix) and Wine
-# (Debian: wine64). Programs run through Wine's cmd /c, as the toolchain file's emulator does
+# (Debian: wine64 and wine64-preloader). Programs run through Wine's cmd /c, as the toolchain file's emulator does
 # (see there why). Environment:
 #   WINEPREFIX              Wine prefix to use (default: <build-dir>/wine, created if missing)
 #   MULTIPROC_TEST_TIMEOUT  seconds one test binary or example may run (default: 900)
@@ -23,6 +23,8 @@ die() { echo "windows-tests: $*" >&2; exit 2; }
 command -v x86_64-w64-mingw32-g++-posix >/dev/null ||
   die "x86_64-w64-mingw32-g++-posix not found (apt-get install g++-mingw-w64-x86-64-posix)"
 [ -x "$wine" ] || die "$wine not found (apt-get install wine64)"
+# Without it about one process start in 3000 fails at random (see scripts/install-deps.sh).
+[ -x "${wine}-preloader" ] || die "${wine}-preloader not found (apt-get install wine64-preloader)"
 [ -x "$wineserver" ] || wineserver=$(command -v wineserver) || die "wineserver not found"
 
 # --- build -------------------------------------------------------------------------------
