@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -109,6 +110,34 @@ TEST(win32_channel, large_writes_arrive_whole) {
     received.append(buffer, n);
   writer.join();
   EXPECT_EQ(received.size(), sent.size());
+  EXPECT_EQ(received, sent);
+}
+
+TEST(win32_channel, write_capacity_is_taken_without_a_reader) {
+  // The pool sizes what it leaves in a worker's pipe by this figure: a write of that many
+  // bytes must complete while the worker reads nothing, or the parent could wait on a worker
+  // that waits on it.
+  auto [parent, child] = os::make_channel_pair();
+  const std::size_t capacity = parent.write_capacity();
+  EXPECT_GE(capacity, 4096U);
+  EXPECT_LE(capacity, std::size_t{1} << 20);
+  const std::string sent(capacity, 'c');
+  std::promise<void> written;
+  std::thread writer([&] {
+    parent.write_all(sent.data(), sent.size());
+    written.set_value();
+  });
+  const bool completed =
+      written.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  EXPECT_TRUE(completed) << "a write of write_capacity() bytes waited for the reader";
+  std::string received;
+  std::vector<char> buffer(65536);
+  while (received.size() < sent.size()) {
+    const std::size_t n = child.read_some(buffer.data(), buffer.size());
+    if (n == 0) break;  // cannot happen while the writer holds its end; the check below fails
+    received.append(buffer.data(), n);
+  }
+  writer.join();
   EXPECT_EQ(received, sent);
 }
 

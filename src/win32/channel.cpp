@@ -55,9 +55,20 @@ void channel::write_all(const void* data, std::size_t size) {
 }
 
 std::size_t channel::write_capacity() const noexcept {
-  // Windows calls the size a suggestion, and reports no figure back for anonymous pipes;
-  // Wine buffers exactly the size asked for, which is what the core's budget assumes.
-  return pipe_buffer_hint;
+  // The size given to CreatePipe is only a suggestion: ask the pipe what it buffers (the
+  // reader's inbound quota bounds what a write can leave behind without waiting). A pipe that
+  // reports nothing usable gets the smallest buffer Windows has been seen to use.
+  constexpr std::size_t smallest_known_buffer = 4096;
+  DWORD outbound = 0;
+  DWORD inbound = 0;
+  if (write_ == invalid_handle ||
+      !GetNamedPipeInfo(as_handle(write_), nullptr, &outbound, &inbound, nullptr)) {
+    return smallest_known_buffer;
+  }
+  const std::size_t reported =
+      inbound != 0 && outbound != 0 ? std::min(inbound, outbound) : std::max(inbound, outbound);
+  if (reported == 0) return smallest_known_buffer;
+  return std::min<std::size_t>(reported, pipe_buffer_hint);
 }
 
 void channel::close() noexcept {

@@ -1,4 +1,4 @@
-// win32 backend internals shared by its files: the Windows header, handle conversions.
+// win32 backend internals shared by its files: the Windows header, handle conversions, text.
 #pragma once
 
 #ifndef WIN32_LEAN_AND_MEAN
@@ -11,6 +11,9 @@
 
 #include "../backend.hpp"
 
+#include <string>
+#include <string_view>
+
 namespace multiproc::detail::os {
 
 inline HANDLE as_handle(native_handle h) noexcept {
@@ -19,5 +22,11 @@ inline HANDLE as_handle(native_handle h) noexcept {
 inline native_handle as_native(HANDLE h) noexcept {
   return reinterpret_cast<native_handle>(h);
 }
+
+/// Converts UTF-8 to UTF-16 into `utf16`; false (and `utf16` empty) if `utf8` is not valid
+/// UTF-8. Throws std::bad_alloc only.
+bool utf8_to_utf16(std::string_view utf8, std::wstring& utf16);
+/// Converts UTF-16 to UTF-8; unpaired surrogates become U+FFFD. Throws std::bad_alloc only.
+std::string utf16_to_utf8(std::wstring_view utf16);
 
 }  // namespace multiproc::detail::os

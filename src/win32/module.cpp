@@ -11,28 +11,6 @@ namespace multiproc::detail::os {
 
 namespace {
 
-std::string narrow(std::wstring_view text) {
-  if (text.empty()) return {};
-  const int length = WideCharToMultiByte(CP_UTF8, 0, text.data(), static_cast<int>(text.size()),
-                                         nullptr, 0, nullptr, nullptr);
-  if (length <= 0) return {};
-  std::string utf8(static_cast<std::size_t>(length), '\0');
-  WideCharToMultiByte(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), utf8.data(), length,
-                      nullptr, nullptr);
-  return utf8;
-}
-
-std::wstring widen(std::string_view text) {
-  if (text.empty()) return {};
-  const int length = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, text.data(),
-                                         static_cast<int>(text.size()), nullptr, 0);
-  if (length <= 0) return {};
-  std::wstring wide(static_cast<std::size_t>(length), L'\0');
-  MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, text.data(), static_cast<int>(text.size()),
-                      wide.data(), length);
-  return wide;
-}
-
 const IMAGE_NT_HEADERS* nt_headers(HMODULE module) noexcept {
   const auto* base = reinterpret_cast<const unsigned char*>(module);
   const auto* dos = reinterpret_cast<const IMAGE_DOS_HEADER*>(base);
@@ -152,7 +130,7 @@ bool locate_code(const void* address, code_location& out) {
   if (module == nullptr) return false;
   std::wstring path = module_path(module);
   if (path.empty()) return false;
-  out.module = narrow(path);
+  out.module = utf16_to_utf8(path);
   out.offset = static_cast<std::uint64_t>(static_cast<const unsigned char*>(address) -
                                           reinterpret_cast<const unsigned char*>(module));
   return !out.module.empty();
@@ -165,8 +143,8 @@ const void* resolve_code(std::string_view module, std::uint64_t offset) {
     return image.base + offset;
   }
   // Only a module that is already loaded: naming a DLL must never make this process load it.
-  const std::wstring path = widen(module);
-  if (path.empty()) return nullptr;
+  std::wstring path;
+  if (!utf8_to_utf16(module, path) || path.empty()) return nullptr;
   HMODULE handle = nullptr;
   if (!GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT, path.c_str(), &handle)) {
     return nullptr;

@@ -31,13 +31,8 @@ std::error_code last_error_code() noexcept {
 }
 
 std::wstring widen(std::string_view text) {
-  if (text.empty()) return {};
-  const int length = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, text.data(),
-                                         static_cast<int>(text.size()), nullptr, 0);
-  if (length <= 0) throw start_error("text is not valid UTF-8", last_error_code());
-  std::wstring wide(static_cast<std::size_t>(length), L'\0');
-  MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, text.data(), static_cast<int>(text.size()),
-                      wide.data(), length);
+  std::wstring wide;
+  if (!utf8_to_utf16(text, wide)) throw start_error("text is not valid UTF-8", last_error_code());
   return wide;
 }
 
@@ -363,17 +358,7 @@ child spawn_child(channel& child_end, std::string_view secret, child_kind kind) 
   }
   if (!created) {
     const std::error_code error = last_error_code();
-    std::string path;
-    {
-      const int length =
-          WideCharToMultiByte(CP_UTF8, 0, program.data(), static_cast<int>(program.size()), nullptr,
-                              0, nullptr, nullptr);
-      path.resize(static_cast<std::size_t>(std::max(length, 0)));
-      if (length > 0) {
-        WideCharToMultiByte(CP_UTF8, 0, program.data(), static_cast<int>(program.size()),
-                            path.data(), length, nullptr, nullptr);
-      }
-    }
+    const std::string path = utf16_to_utf8(program);
     throw start_error("cannot start " + path, error);
   }
   // The child has its copies now.

@@ -81,13 +81,8 @@ void unset_environment(const char* name) noexcept {
   // The C runtime keeps its own copy of the environment (getenv reads it) next to the one in
   // the process block (GetEnvironmentVariableW and CreateProcess read that): drop both.
   try {
-    const std::string_view text(name);
-    const int length =
-        MultiByteToWideChar(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), nullptr, 0);
-    if (length <= 0) return;
-    std::wstring wide(static_cast<std::size_t>(length), L'\0');
-    MultiByteToWideChar(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), wide.data(),
-                        length);
+    std::wstring wide;
+    if (!utf8_to_utf16(name, wide) || wide.empty()) return;
     _wputenv_s(wide.c_str(), L"");  // an empty value removes the variable from both views
     _putenv_s(name, "");            // the narrow copy, if the runtime made one
     SetEnvironmentVariableW(wide.c_str(), nullptr);
