@@ -232,6 +232,18 @@ TEST_P(pool_conformance, successful_before_ready_is_a_state_error) {
   EXPECT_EQ(slow.get(), 500);
 }
 
+TEST_P(pool_conformance, timeouts_beyond_any_clock_wait_for_the_result) {
+  mp::pool pool(options(1));
+  auto r = pool.apply_async(slow_square, 2);  // 20 ms
+  EXPECT_TRUE(r.wait_for(std::chrono::seconds::max()));
+  EXPECT_EQ(r.get(std::chrono::hours::max()), 4);
+  auto s = pool.apply_async(slow_square, 5);
+  EXPECT_EQ(s.get(std::chrono::duration<double>(1e300)), 25);
+  auto t = pool.apply_async(slow_square, 8);
+  t.wait();
+  EXPECT_TRUE(t.wait_for(std::chrono::seconds(-1)));  // ready: true even with no time at all
+}
+
 TEST_P(pool_conformance, default_size_is_cpu_count_and_zero_is_invalid) {
   EXPECT_THROW(mp::pool(0u), std::invalid_argument);
   mp::pool pool(mp::pool_options{0, {}, 0, GetParam()});

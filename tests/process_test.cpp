@@ -35,6 +35,9 @@ void throw_integer() {
 void call_abort() {
   std::abort();
 }
+void sleep_for_ms(int milliseconds) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(milliseconds));
+}
 void sleep_forever() {
   for (;;)
     std::this_thread::sleep_for(1h);
@@ -144,6 +147,27 @@ TEST_P(process_conformance, join_with_timeout_on_a_sleeper_returns_false) {
   p.kill();
   EXPECT_TRUE(p.join(30s));
   EXPECT_TRUE(p.exitcode().has_value());
+}
+
+TEST_P(process_conformance, join_with_a_timeout_beyond_any_clock_waits_for_the_end) {
+  // Such timeouts overflow a naive conversion to nanoseconds or a deadline on the clock; they
+  // must mean "wait", never "already timed out".
+  for (int round = 0; round < 3; ++round) {
+    mp::process p(method(), sleep_for_ms, 100);
+    p.start();
+    bool ended = false;
+    if (round == 0) ended = p.join(std::chrono::seconds::max());
+    if (round == 1) ended = p.join(std::chrono::hours(24 * 365 * 400));
+    if (round == 2) ended = p.join(std::chrono::duration<double>(1e300));
+    EXPECT_TRUE(ended) << "round " << round;
+    EXPECT_EQ(p.exitcode(), 0) << "round " << round;
+  }
+  mp::process p(method(), sleep_forever);
+  p.start();
+  EXPECT_FALSE(p.join(std::chrono::seconds(-5)));  // negative: a poll, as zero
+  EXPECT_FALSE(p.join(std::chrono::duration<double>(-1e300)));
+  p.kill();
+  p.join();
 }
 
 TEST_P(process_conformance, misuse_is_a_state_error) {

@@ -13,6 +13,7 @@
 
 #include <multiproc/config.hpp>
 #include <multiproc/detail/call.hpp>
+#include <multiproc/detail/timeout.hpp>
 #include <multiproc/errors.hpp>
 
 namespace multiproc {
@@ -100,8 +101,7 @@ class async_result {
   /// Waits at most `timeout`; true if the result is ready.
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
-    return detail::state_wait_for(state(),
-                                  std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+    return detail::state_wait_for(state(), detail::saturated_timeout(timeout));
   }
   /// True once the task finished, successfully or not. Throws mp::state_error on a
   /// default-constructed result (as every member does).

@@ -9,6 +9,7 @@
 
 #include <multiproc/config.hpp>
 #include <multiproc/detail/call.hpp>
+#include <multiproc/detail/timeout.hpp>
 #include <multiproc/errors.hpp>
 #include <multiproc/init.hpp>
 
@@ -64,7 +65,7 @@ class MULTIPROC_API process {
   /// start().
   template <class Rep, class Period>
   bool join(std::chrono::duration<Rep, Period> timeout) {
-    return join_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+    return join_for(detail::saturated_timeout(timeout));
   }
   /// True between start() and the child's end.
   bool is_alive() const;

@@ -108,6 +108,10 @@ void state_wait(result_state& state) {
   state.wait();
 }
 bool state_wait_for(result_state& state, std::chrono::nanoseconds timeout) {
+  if (timeout >= no_deadline_beyond) {
+    state.wait();
+    return true;
+  }
   return state.wait_for(timeout);
 }
 bool state_ready(const result_state& state) noexcept {

@@ -112,7 +112,9 @@ void process::join() {
 }
 
 bool process::join_for(std::chrono::nanoseconds timeout) {
-  return detail::started(impl_, "join").child.wait(timeout);
+  auto& child = detail::started(impl_, "join").child;
+  if (timeout >= detail::no_deadline_beyond) return child.wait(std::nullopt);
+  return child.wait(timeout);
 }
 
 bool process::is_alive() const {
