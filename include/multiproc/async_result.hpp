@@ -70,10 +70,13 @@ struct chunks_decoder {
 }  // namespace detail
 
 /// The result of a task submitted to a pool. Copyable; copies share the state. R may be
-/// void. The result stays available after get(): get() may be called again.
+/// void. The result stays available after get(): get() may be called again. Every member
+/// function throws mp::state_error on a default-constructed result.
 template <class R>
 class async_result {
  public:
+  /// A result with no task behind it, only to be assigned one later: every member function
+  /// throws mp::state_error until then. Throws nothing.
   async_result() = default;
   /// Used by mp::pool.
   async_result(std::shared_ptr<detail::result_state> state,
@@ -82,23 +85,30 @@ class async_result {
 
   /// Waits for the result and returns it, or rethrows the task's error: mp::remote_error
   /// (the target threw), mp::worker_lost (its worker died), mp::serialization_error,
-  /// mp::state_error (the pool was terminated or is broken).
+  /// mp::state_error (the pool was terminated, or its initializer failed), mp::start_error
+  /// (its workers never became ready, or a payload block could not be shared). Throws
+  /// mp::state_error on a default-constructed result.
   R get() const {
     detail::state_wait(state());
     detail::state_rethrow(state());
     return decode_(state());
   }
   /// As get(), waiting at most `timeout`; throws mp::timeout_error when it runs out (the
-  /// result is not lost: a later get() still returns it).
+  /// result is not lost: a later get() still returns it). A timeout of zero or less polls;
+  /// one of 100 years or more (e.g. seconds::max()) waits without a deadline, as get().
   template <class Rep, class Period>
   R get(std::chrono::duration<Rep, Period> timeout) const {
     if (!wait_for(timeout))
       throw timeout_error("async_result::get: the result was not ready in time");
     return get();
   }
-  /// Waits until the result is ready.
+  /// Waits until the result is ready. Does not rethrow the task's error (get() does); throws
+  /// mp::state_error on a default-constructed result.
   void wait() const { detail::state_wait(state()); }
-  /// Waits at most `timeout`; true if the result is ready.
+  /// Waits at most `timeout`; true if the result is ready. A timeout of zero or less polls;
+  /// one of 100 years or more (e.g. seconds::max()) waits without a deadline, as wait().
+  /// Does not rethrow the task's error; throws mp::state_error on a default-constructed
+  /// result.
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
     return detail::state_wait_for(state(), detail::saturated_timeout(timeout));
@@ -112,7 +122,8 @@ class async_result {
   /// the task succeeds, `on_error(std::exception_ptr)` when it fails. They run once, in the
   /// pool's result thread (or at once in this thread if the result is already ready): keep
   /// them short and do not wait on the pool from them. An exception a callback throws is
-  /// printed to stderr and dropped. Returns *this for chaining.
+  /// printed to stderr and dropped. Returns *this for chaining. Throws mp::state_error on a
+  /// default-constructed result (nothing is registered then).
   template <class OnValue, class OnError = std::nullptr_t>
   const async_result& then(OnValue on_value, OnError on_error = nullptr) const {
     auto self = *this;

@@ -43,11 +43,15 @@ class MULTIPROC_API remote_error : public error {
 /// exit code in Python's convention (-N for signal N; on Windows a crash reads as its NTSTATUS).
 class MULTIPROC_API worker_lost : public error {
  public:
+  /// Builds the error; what() reads "worker process <pid> died while running the task (killed
+  /// by signal N)" for an exit code -N with 0 < N < 128, else "(exit code <exitcode>)". Throws
+  /// only std::bad_alloc.
   worker_lost(long pid, int exitcode)
       : error("worker process " + std::to_string(pid) + " died while running the task (" +
               describe(exitcode) + ")"),
         pid_(pid),
         exitcode_(exitcode) {}
+  /// The process id of the worker that died.
   long pid() const noexcept { return pid_; }
   /// Python's exit code of the lost worker: the status, or -N for signal N.
   int exitcode() const noexcept { return exitcode_; }
@@ -83,9 +87,14 @@ class MULTIPROC_API serialization_error : public error {
  public:
   /// Where it failed.
   enum class phase { encode_arguments, decode_arguments, encode_result, decode_result };
+  /// Builds the error; what() reads "serialization failed while <name(where)>: <detail>"
+  /// (`detail`: the codec's message, or why a frame was refused). Throws only std::bad_alloc.
   serialization_error(phase where, const std::string& detail)
       : error(std::string("serialization failed while ") + name(where) + ": " + detail),
         phase_(where) {}
+  /// The phase that failed: encode_arguments and decode_result in the caller;
+  /// decode_arguments and encode_result in a pool worker, reported back to the caller (an
+  /// mp::process child reports those on its stderr and exits with 1 instead).
   phase where() const noexcept { return phase_; }
 
   /// "encoding the arguments", ...
@@ -111,8 +120,15 @@ class MULTIPROC_API serialization_error : public error {
 /// EMFILE, ...; a Win32 error code on Windows) or a multiproc protocol failure.
 class MULTIPROC_API start_error : public error {
  public:
+  /// Builds the error; what() reads "<what>: <code.message()>", or just `what` when `code`
+  /// is empty (a failure of multiproc's own, e.g. mp::init missing in a spawned child).
+  /// Throws only std::bad_alloc.
   start_error(const std::string& what, std::error_code code)
       : error(what + (code ? ": " + code.message() : std::string())), code_(code) {}
+  /// The OS error: an errno in std::generic_category() on POSIX; a Win32 error (an NTSTATUS
+  /// for BCryptGenRandom) in std::system_category() on Windows; a std::errc value for a few
+  /// portable failures (fork unavailable: function_not_supported); empty (value 0) for
+  /// multiproc's own failures (mp::init missing, pool workers that never became ready).
   std::error_code code() const noexcept { return code_; }
 
  private:

@@ -32,7 +32,10 @@ MULTIPROC_API bool start_method_available(start_method method) noexcept;
 
 /// Sets the program spawned children run, like Python's set_executable; empty restores the
 /// default (this program's own image: /proc/self/exe on Linux, GetModuleFileNameW on
-/// Windows). The program must be this same program: the start-up handshake checks it.
+/// Windows). The program must be this same program: the start-up handshake checks it. Takes
+/// effect for children started afterwards; the path is not checked here. Throws
+/// mp::start_error on Windows if `utf8_path` is not valid UTF-8 (the previous setting then
+/// stays); throws nothing else but std::bad_alloc.
 MULTIPROC_API void set_executable(const std::string& utf8_path);
 
 }  // namespace multiproc

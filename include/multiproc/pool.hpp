@@ -36,6 +36,8 @@ struct pool_impl;
 /// lambda, serialisable arguments.
 class call {
  public:
+  /// An empty call: nothing bound, operator bool is false; as pool_options::initializer it
+  /// means no initializer. Throws nothing.
   call() = default;
   /// Binds target(args...). Throws mp::serialization_error if an argument cannot be encoded.
   template <class F, class... Args>
@@ -152,7 +154,8 @@ class lazy_engine {
   }
 
   /// A single-pass input iterator; dereferencing an item whose task failed rethrows that
-  /// task's error, and incrementing past it goes on with the next item.
+  /// task's error, and incrementing past it goes on with the next item. Incrementing may
+  /// pull and submit more items, and then throws as begin() does.
   class iterator {
    public:
     using iterator_category = std::input_iterator_tag;
@@ -177,7 +180,11 @@ class lazy_engine {
     std::shared_ptr<lazy_engine> owner_;
   };
 
-  /// Starts iterating (single pass). Rethrows an exception the input range threw.
+  /// Starts iterating (single pass): waits for the first chunk, then pulls and submits the
+  /// next one, if any. Throws what that pull and submit throw: the input range's own
+  /// exceptions, mp::serialization_error if an item cannot be encoded, mp::state_error if the
+  /// pool was closed or terminated meanwhile, a broken pool's error. A task's error is not
+  /// thrown here.
   iterator begin(const std::shared_ptr<lazy_engine>& self) {
     if (!started_) {
       started_ = true;
@@ -302,13 +309,18 @@ template <class R, class Item>
 class lazy_results {
  public:
   using iterator = typename lazy_engine<R, Item>::iterator;
+  /// Pulls the first 2 * workers + 2 chunks from the input and submits them, so it throws
+  /// what begin() may throw (see pool::imap).
   lazy_results(std::shared_ptr<pool_impl> pool, call_spec base,
                typename lazy_engine<R, Item>::pull_fn pull, std::size_t chunksize, bool ordered)
       : engine_(std::make_shared<lazy_engine<R, Item>>(std::move(pool), base, std::move(pull),
                                                        chunksize, ordered)) {}
-  /// Starts iterating; the iterator keeps the results alive. Rethrows an exception the input
-  /// range threw.
+  /// Starts iterating; the iterator keeps the results alive. Waits for the first chunk and
+  /// pulls the next: throws as lazy_engine::begin() (the input range's exceptions,
+  /// mp::serialization_error, mp::state_error once the pool was closed or terminated).
   iterator begin() { return engine_->begin(engine_); }
+  /// The end: an iterator compares equal to it once every item has been yielded (a
+  /// default-constructed iterator always does). Throws nothing.
   std::default_sentinel_t end() const noexcept { return {}; }
 
  private:
@@ -321,6 +333,8 @@ class lazy_results {
 /// that dies fails only the task it was running (mp::worker_lost) and is replaced, and work
 /// queued behind it runs elsewhere (Python hangs); terminate() fails every pending result
 /// with mp::state_error; the destructor finishes submitted work unless terminate() was called.
+/// Every member function throws mp::state_error on a moved-from pool; only destruction and
+/// assigning a new pool to it remain valid.
 class MULTIPROC_API pool {
  public:
   /// Starts mp::cpu_count() workers with the default start method.
@@ -330,11 +344,20 @@ class MULTIPROC_API pool {
   explicit pool(unsigned processes);
   /// Starts a pool as `options` say. Throws std::invalid_argument, mp::start_error.
   explicit pool(const pool_options& options);
+  /// Takes over the other pool's workers and tasks; the other is left moved-from. Throws
+  /// nothing.
   pool(pool&&) noexcept;
+  /// Takes over the other pool, then disposes of the pool this object held as ~pool() does:
+  /// close() + join(), so this call blocks until that pool's submitted work has finished and
+  /// its workers have exited (after its terminate(), only the join); if that join fails, the
+  /// old pool is terminated. A forked copy is left alone. Self-assignment does nothing.
+  /// Throws nothing.
   pool& operator=(pool&&) noexcept;
   pool(const pool&) = delete;
   pool& operator=(const pool&) = delete;
-  /// close() + join() unless terminate() was called; never leaves a process or zombie.
+  /// close() + join() unless terminate() was called (terminate() if the join fails); never
+  /// leaves a process or zombie. In a forked copy (after mp::fork()) it does nothing: the
+  /// workers belong to the process that started them.
   ~pool();
 
   /// Runs target(args...) in a worker and returns its result (blocks). Rethrows as get().
@@ -343,9 +366,10 @@ class MULTIPROC_API pool {
     return apply_async(std::forward<F>(target), std::forward<Args>(args)...).get();
   }
 
-  /// Submits target(args...); returns its future. Throws mp::state_error after close() or
-  /// terminate() or once the pool is broken, mp::serialization_error if an argument cannot
-  /// be encoded.
+  /// Submits target(args...); returns its future. Throws mp::serialization_error if an
+  /// argument cannot be encoded, mp::state_error after close() or terminate(), and once the
+  /// pool is broken the error that broke it (mp::state_error for a failed initializer,
+  /// mp::start_error for workers that never became ready).
   template <class F, class... Args>
   auto apply_async(F&& target, Args&&... args) {
     static_assert(detail::check_call<F, Args...>());
@@ -364,7 +388,12 @@ class MULTIPROC_API pool {
   auto map(F&& target, const Range& items, std::size_t chunksize = 0) {
     return map_async(std::forward<F>(target), items, chunksize).get();
   }
-  /// The future of map(); ready once every chunk has finished.
+  /// The future of map(); ready once every chunk has finished. Every chunk is encoded before
+  /// it returns. Throws, with nothing submitted: what iterating `items` throws (a range not
+  /// laid out as the target's argument type is copied first), mp::serialization_error if an
+  /// item cannot be encoded, mp::state_error after close() or terminate(), a broken pool's
+  /// error (as apply_async). An empty `items` returns a ready empty result, even on a
+  /// closed pool.
   template <class F, class Range>
   auto map_async(F&& target, const Range& items, std::size_t chunksize = 0) {
     static_assert(detail::check_map_target<F, false>());
@@ -375,7 +404,9 @@ class MULTIPROC_API pool {
   auto starmap(F&& target, const Range& items, std::size_t chunksize = 0) {
     return starmap_async(std::forward<F>(target), items, chunksize).get();
   }
-  /// The future of starmap().
+  /// The future of starmap(). Throws as map_async(): the input range's exceptions,
+  /// mp::serialization_error, mp::state_error after close() or terminate(), a broken pool's
+  /// error; an empty `items` returns a ready empty result, even on a closed pool.
   template <class F, class Range>
   auto starmap_async(F&& target, const Range& items, std::size_t chunksize = 0) {
     static_assert(detail::check_map_target<F, true>());
@@ -383,22 +414,28 @@ class MULTIPROC_API pool {
   }
 
   /// Lazy map: returns a range to iterate (single pass) whose items come in input order.
-  /// It pulls from `items` only as results are consumed, keeping a bounded number of chunks
-  /// in flight, so an endless input works. `items` must outlive the iteration when passed as
-  /// an lvalue; an rvalue is moved into the returned range.
+  /// imap() itself pulls and submits the first 2 * size() + 2 chunks; after that one more
+  /// chunk is pulled each time one is consumed, so an endless input works. `items` must
+  /// outlive the iteration when passed as an lvalue; an rvalue is moved into the returned
+  /// range. imap(), begin() and ++ throw what pulling and submitting throw: the input range's
+  /// exceptions, mp::serialization_error if an item cannot be encoded, mp::state_error once
+  /// the pool is closed or terminated, a broken pool's error (as apply_async). A task's own
+  /// error is thrown by *it for each of its chunk's items. An empty input submits nothing, so
+  /// it does not throw on a closed pool.
   template <class F, class Range>
   auto imap(F&& target, Range&& items, std::size_t chunksize = 1) {
     static_assert(detail::check_map_target<F, false>());
     return make_lazy(std::forward<F>(target), std::forward<Range>(items), chunksize, true);
   }
-  /// As imap(), with results in the order they complete.
+  /// As imap(), with results in the order their chunks complete; throws as imap().
   template <class F, class Range>
   auto imap_unordered(F&& target, Range&& items, std::size_t chunksize = 1) {
     static_assert(detail::check_map_target<F, false>());
     return make_lazy(std::forward<F>(target), std::forward<Range>(items), chunksize, false);
   }
 
-  /// Accepts no more tasks; submitted ones still run.
+  /// Accepts no more tasks; submitted ones still run. No-op if already closed or terminated.
+  /// Throws mp::state_error on a moved-from pool.
   void close();
   /// Waits until every submitted task has finished and the workers have exited. Only after
   /// close() or terminate(); otherwise throws mp::state_error.
@@ -407,7 +444,8 @@ class MULTIPROC_API pool {
   /// Windows), fails every pending result with mp::state_error, and reaps every worker
   /// before returning.
   void terminate();
-  /// The number of worker processes.
+  /// The number of worker processes (fixed at construction; replacing a worker keeps it).
+  /// Throws mp::state_error on a moved-from pool.
   std::size_t size() const;
 
  private:

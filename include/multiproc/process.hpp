@@ -28,7 +28,8 @@ MULTIPROC_API process_handle make_process(start_method method, const call_spec& 
 /// A function running in another process. Move-only. The target is a plain function or a
 /// captureless lambda; the arguments are copied into the child by serialisation on every
 /// start method (fork included), so what works on fork works on spawn. The target's return
-/// value is discarded, as in Python.
+/// value is discarded, as in Python. Every member function throws mp::state_error on a
+/// moved-from object; only destruction and assigning a new process to it remain valid.
 class MULTIPROC_API process {
  public:
   /// Binds `target(args...)` with the default start method; nothing runs until start().
@@ -47,12 +48,19 @@ class MULTIPROC_API process {
     impl_ = detail::make_process(method, call.spec());
   }
 
+  /// Takes over `other`'s child (started or not); `other` is left moved-from. Throws nothing.
   process(process&& other) noexcept;
+  /// Takes over `other`'s child, then disposes of the one this object held as the destructor
+  /// does: if it was started and its end is not yet recorded, a daemon is terminated (killed
+  /// after 2 s) and reaped, and any other child is waited for, so this call blocks until that
+  /// child ends. A child never started, or held by a forked copy, is left alone.
+  /// Self-assignment does nothing. Throws nothing.
   process& operator=(process&& other) noexcept;
   process(const process&) = delete;
   process& operator=(const process&) = delete;
-  /// A child still running is joined, or, if it is a daemon, terminated and reaped; no
-  /// zombie is ever left behind.
+  /// A child still running is joined, or, if it is a daemon, terminated (killed after 2 s if
+  /// still alive) and reaped; no zombie is ever left behind. In a forked copy of the object
+  /// (after mp::fork()) it does nothing: the child belongs to the process that started it.
   ~process();
 
   /// Starts the child. Throws mp::state_error if already started, mp::start_error if the
@@ -61,13 +69,14 @@ class MULTIPROC_API process {
   void start();
   /// Waits until the child ends. Throws mp::state_error before start().
   void join();
-  /// Waits at most `timeout`; true once the child has ended. Throws mp::state_error before
-  /// start().
+  /// Waits at most `timeout`; true once the child has ended. A timeout of zero or less polls;
+  /// one of 100 years or more (e.g. seconds::max()) waits without a deadline, as join().
+  /// Throws mp::state_error before start().
   template <class Rep, class Period>
   bool join(std::chrono::duration<Rep, Period> timeout) {
     return join_for(detail::saturated_timeout(timeout));
   }
-  /// True between start() and the child's end.
+  /// True between start() and the child's end (polls, reaping an ended child).
   bool is_alive() const;
   /// Asks the child to end: SIGTERM on POSIX; TerminateProcess on Windows, where exitcode()
   /// then reads -SIGTERM as in Python. No-op once it ended. Throws mp::state_error before
@@ -76,14 +85,19 @@ class MULTIPROC_API process {
   /// Ends the child at once: SIGKILL on POSIX; TerminateProcess on Windows (exitcode()
   /// reads -SIGKILL). No-op once it ended. Throws mp::state_error before start().
   void kill();
-  /// nullopt until the child has ended (and was waited for); then 0 on success, 1 for an
-  /// uncaught exception (printed as "<type>: <what>" on the child's stderr), the status
-  /// passed to exit(), or -N if signal N ended it.
+  /// nullopt before start() and while the child runs (it polls, as Python's does); then 0 on
+  /// success, 1 for an uncaught exception (printed as "<type>: <what>" on the child's stderr)
+  /// or arguments the child could not decode, the status passed to exit(), or -N if signal N
+  /// ended it. POSIX: 255 if the program's own waitpid(-1, ...) reaped the child (its status
+  /// is lost). Windows: -15 / -9 after this object's terminate() / kill(); otherwise the
+  /// exit code bit for bit, so abort() reads 3 and a crash its NTSTATUS as a negative int
+  /// (0xC0000005 reads -1073741819).
   std::optional<int> exitcode() const;
   /// The child's process id; nullopt before start().
   std::optional<long> pid() const;
   /// The name, "process-1", "process-2", ... unless set.
   const std::string& name() const;
+  /// Replaces the name name() returns. The name stays in this object: the child never sees it.
   void set_name(std::string name);
   /// A daemon child is terminated (not joined) when its process object is destroyed.
   bool daemon() const;

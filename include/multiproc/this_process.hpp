@@ -8,7 +8,11 @@ namespace multiproc {
 namespace this_process {
 /// The calling process's id (os.getpid()).
 MULTIPROC_API long id() noexcept;
-/// The id of the calling process's parent (os.getppid()).
+/// The id of the calling process's parent (os.getppid()). Throws nothing. POSIX: getppid(),
+/// read on every call, so it changes when the parent dies and the process is re-parented (to
+/// init or a subreaper). Windows: the id of the process that created this one, as Windows
+/// recorded it at creation (read once, then cached); it does not change when that process
+/// ends, and by then the id may belong to another process. 0 if Windows does not tell.
 MULTIPROC_API long parent_id() noexcept;
 }  // namespace this_process
 
