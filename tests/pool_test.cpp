@@ -2,7 +2,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <set>
 #include <stdexcept>
@@ -42,6 +44,10 @@ std::map<std::string, std::vector<int>> histogram(std::vector<std::string> words
   for (std::size_t i = 0; i < words.size(); ++i)
     result[words[i]].push_back(static_cast<int>(i));
   return result;
+}
+int nap_ms(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
 }
 int slow_square(int x) {
   std::this_thread::sleep_for(std::chrono::milliseconds(x % 3 * 10));
@@ -216,6 +222,61 @@ TEST_P(pool_conformance, callback_on_a_ready_result_runs_at_once) {
   int seen = 0;
   r.then([&](int v) { seen = v; });
   EXPECT_EQ(seen, 9);
+}
+
+TEST_P(pool_conformance, callback_may_close_and_join_its_pool) {
+  const auto before = multiproc_test::count_resources();
+  mp::pool pool(options());
+  std::promise<void> joined;
+  // Long enough that the callback is registered before the result arrives, so it runs on
+  // the pool's own thread.
+  pool.apply_async(nap_ms, 200).then([&](int) {
+    pool.close();
+    pool.join();
+    joined.set_value();
+  });
+  ASSERT_EQ(joined.get_future().wait_for(30s), std::future_status::ready)  // hang guard
+      << "close() + join() inside a callback did not return";
+  EXPECT_THROW(pool.apply(square, 1), mp::state_error);
+  pool.join();  // again, from this thread: returns at once
+  EXPECT_TRUE(multiproc_test::same_resources(before));
+}
+
+TEST_P(pool_conformance, callback_may_drop_its_pool_and_submitted_work_still_finishes) {
+  const auto before = multiproc_test::count_resources();
+  auto owner = std::make_unique<mp::pool>(options(1));
+  // The second task is still running (on the only worker) when the first one's callback
+  // destroys the pool: it must finish all the same, without the callback waiting for it.
+  auto first = owner->apply_async(nap_ms, 200);
+  auto second = owner->apply_async(nap_ms, 300);
+  std::promise<void> dropped;
+  first.then([&](int) {
+    owner.reset();
+    dropped.set_value();
+  });
+  ASSERT_EQ(dropped.get_future().wait_for(30s), std::future_status::ready)  // hang guard
+      << "destroying the pool inside its callback did not return";
+  EXPECT_EQ(second.get(30s), 300);
+  EXPECT_TRUE(multiproc_test::same_resources(before));
+}
+
+TEST_P(pool_conformance, waiting_inside_a_callback_for_an_unfinished_result_is_a_state_error) {
+  mp::pool pool(options(1));
+  auto first = pool.apply_async(nap_ms, 200);
+  auto slow = pool.apply_async(nap_ms, 1000);  // the only worker runs it after `first`
+  std::promise<std::string> outcome;
+  first.then([&](int) {
+    try {
+      slow.get();
+      outcome.set_value("returned");
+    } catch (const mp::state_error&) {
+      outcome.set_value("state_error");
+    }
+  });
+  auto future = outcome.get_future();
+  ASSERT_EQ(future.wait_for(30s), std::future_status::ready);  // hang guard
+  EXPECT_EQ(future.get(), "state_error");
+  EXPECT_EQ(slow.get(), 1000);  // outside the callback the wait works
 }
 
 TEST_P(pool_conformance, successful_before_ready_is_a_state_error) {

@@ -121,7 +121,10 @@ class async_result {
   /// Python's callback / error_callback: `on_value(R)` (or `on_value()` for void) runs when
   /// the task succeeds, `on_error(std::exception_ptr)` when it fails. They run once, in the
   /// pool's result thread (or at once in this thread if the result is already ready): keep
-  /// them short and do not wait on the pool from them. An exception a callback throws is
+  /// them short. They may submit tasks, close, join or drop the pool; waiting without a
+  /// deadline (get(), wait(), apply()) for a result of the same pool that is not ready yet
+  /// throws mp::state_error there instead of deadlocking, as it would in Python. An
+  /// exception a callback throws is
   /// printed to stderr and dropped. Returns *this for chaining. Throws mp::state_error on a
   /// default-constructed result (nothing is registered then).
   template <class OnValue, class OnError = std::nullptr_t>

@@ -357,7 +357,9 @@ class MULTIPROC_API pool {
   pool& operator=(const pool&) = delete;
   /// close() + join() unless terminate() was called (terminate() if the join fails); never
   /// leaves a process or zombie. In a forked copy (after mp::fork()) it does nothing: the
-  /// workers belong to the process that started them.
+  /// workers belong to the process that started them. Inside one of the pool's own
+  /// callbacks it closes the pool without waiting: the submitted work still finishes (its
+  /// callbacks still run), then the workers stop and the pool's threads end by themselves.
   ~pool();
 
   /// Runs target(args...) in a worker and returns its result (blocks). Rethrows as get().
@@ -438,7 +440,9 @@ class MULTIPROC_API pool {
   /// Throws mp::state_error on a moved-from pool.
   void close();
   /// Waits until every submitted task has finished and the workers have exited. Only after
-  /// close() or terminate(); otherwise throws mp::state_error.
+  /// close() or terminate(); otherwise throws mp::state_error. Inside one of this pool's own
+  /// callbacks it cannot wait for tasks still running (their results are read by that very
+  /// thread): it then asks the pool to stop once they finish and throws mp::state_error.
   void join();
   /// Stops the workers now (SIGTERM, then SIGKILL after a short grace; TerminateProcess on
   /// Windows), fails every pending result with mp::state_error, and reaps every worker

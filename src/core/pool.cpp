@@ -27,7 +27,11 @@ namespace multiproc::detail {
 
 class result_state {
  public:
-  explicit result_state(std::size_t parts) : parts_(parts), remaining_(parts) {}
+  explicit result_state(std::size_t parts, const void* owner = nullptr)
+      : owner_(owner), parts_(parts), remaining_(parts) {}
+
+  /// The pool whose supervisors settle this state.
+  const void* owner() const noexcept { return owner_; }
 
   struct part {
     std::string bytes;
@@ -97,6 +101,7 @@ class result_state {
   }
 
  private:
+  const void* const owner_;
   mutable std::mutex mutex_;
   std::condition_variable done_;
   std::vector<part> parts_;
@@ -104,12 +109,31 @@ class result_state {
   std::vector<std::function<void()>> callbacks_;
 };
 
+namespace {
+
+/// The pool whose supervisor this thread is, if any: user code runs on it only in callbacks.
+thread_local const void* supervised_pool = nullptr;
+
+/// A callback that waits, without a deadline, for a result its own pool has not settled yet
+/// could wait forever: its thread is the one that reads results (of its worker, maybe the
+/// very one awaited). Python deadlocks there; this says so instead.
+void refuse_to_wait_forever_in_a_callback(const result_state& state) {
+  if (supervised_pool == nullptr || state.owner() != supervised_pool || state.ready()) return;
+  throw state_error(
+      "async_result: waiting without a deadline, inside a callback of the same pool, for a "
+      "result that is not ready would deadlock (the callback runs on the thread that reads "
+      "results); chain another then() instead, or wait outside the callback");
+}
+
+}  // namespace
+
 void state_wait(result_state& state) {
+  refuse_to_wait_forever_in_a_callback(state);
   state.wait();
 }
 bool state_wait_for(result_state& state, std::chrono::nanoseconds timeout) {
   if (timeout >= no_deadline_beyond) {
-    state.wait();
+    state_wait(state);
     return true;
   }
   return state.wait_for(timeout);
@@ -218,7 +242,7 @@ struct pool_impl {
   // -- submission --------------------------------------------------------------------------
 
   std::shared_ptr<result_state> submit(const call_spec* calls, std::size_t count) {
-    auto state = std::make_shared<result_state>(count);
+    auto state = std::make_shared<result_state>(count, this);
     if (count == 0) return state;
     std::vector<task> tasks(count);
     for (std::size_t i = 0; i < count; ++i) {
@@ -341,15 +365,45 @@ struct pool_impl {
   }
 
   void settle_all(std::vector<settlement>& batch) {
+    if (batch.empty()) return;
+    std::vector<std::function<void()>> callbacks;
     for (auto& s : batch) {
-      auto callbacks = s.state->settle(s.part, std::move(s.bytes), std::move(s.block), s.block_size,
-                                       std::move(s.error));
-      run_callbacks(callbacks);
+      auto more = s.state->settle(s.part, std::move(s.bytes), std::move(s.block), s.block_size,
+                                  std::move(s.error));
+      for (auto& callback : more)
+        callbacks.push_back(std::move(callback));
     }
-    std::lock_guard<std::mutex> lock(mutex);
-    outstanding -= batch.size();
-    if (outstanding == 0) changed.notify_all();
+    {
+      // Counted as done before any callback runs: a callback may close and join (or drop)
+      // the pool, which waits for this count to reach zero.
+      std::lock_guard<std::mutex> lock(mutex);
+      outstanding -= batch.size();
+      if (outstanding == 0) {
+        if (stop_requested) stop_idle_workers_locked();
+        changed.notify_all();
+      }
+    }
+    run_callbacks(callbacks);
   }
+
+  /// After join() (or a destructor) asked for it: once nothing is outstanding, every worker
+  /// gets its stop frame and the supervisors end.
+  void request_stop_locked() {
+    stop_requested = true;
+    if (outstanding == 0) stop_idle_workers_locked();
+    changed.notify_all();
+  }
+
+  void stop_idle_workers_locked() {
+    for (auto& s : slots) {
+      if (!s->accepting) continue;
+      append_stop(*s);
+      flush_outbox_locked(*s);
+    }
+  }
+
+  /// True on a supervisor of this pool, i.e. inside one of its callbacks.
+  bool on_own_supervisor() const noexcept { return supervised_pool == this; }
 
   /// Marks the pool broken: every queued and running task fails with `error`, every worker
   /// is killed, nothing is restarted, later submits throw it.
@@ -416,6 +470,7 @@ struct pool_impl {
 
   void supervise(worker_slot& slot) {
     os::block_broken_pipe_signal_in_this_thread();
+    supervised_pool = this;
     std::unique_lock<std::mutex> lock(mutex);
     for (;;) {
       if (phase == phase::terminating || broken) break;
@@ -457,6 +512,7 @@ struct pool_impl {
     }
     --live_threads;
     changed.notify_all();
+    supervised_pool = nullptr;
   }
 
   /// Reads the worker's frames until its end of stream, settling results in batches.
@@ -622,12 +678,16 @@ struct pool_impl {
     settle_deferred(lock);
   }
 
-  /// Joins the supervisors, once, whichever threads ask; a supervisor asking (from a result
-  /// callback) skips itself: it ends on its own once the pool is stopping.
+  /// Joins the supervisors, once, whichever threads ask. A supervisor asking (a callback
+  /// that joins or drops the pool) detaches itself instead: it ends on its own once the pool
+  /// is stopping, and the reference it holds keeps the pool alive until then.
   void join_threads() {
     std::lock_guard<std::mutex> lock(threads_mutex);
     for (auto& s : slots) {
-      if (s->thread.joinable() && s->thread.get_id() != std::this_thread::get_id()) {
+      if (!s->thread.joinable()) continue;
+      if (s->thread.get_id() == std::this_thread::get_id()) {
+        s->thread.detach();
+      } else {
         s->thread.join();
       }
     }
@@ -635,10 +695,7 @@ struct pool_impl {
 
   /// Supervisors other than the calling thread still running.
   std::size_t other_live_threads() const {
-    const bool caller_is_supervisor = std::any_of(slots.begin(), slots.end(), [](const auto& s) {
-      return s->thread.get_id() == std::this_thread::get_id();
-    });
-    return live_threads - (caller_is_supervisor ? 1 : 0);
+    return live_threads - (supervised_pool == this ? 1 : 0);
   }
 };
 
@@ -666,8 +723,9 @@ std::shared_ptr<pool_impl> make_pool(const pool_options& options) {
     std::lock_guard<std::mutex> lock(impl->mutex);
     for (auto& s : impl->slots) {
       worker_slot* slot = s.get();
-      pool_impl* raw = impl.get();
-      s->thread = std::thread([raw, slot] { raw->supervise(*slot); });
+      // Each supervisor owns a reference: a callback may drop the last other one while the
+      // supervisor that runs it is still inside the pool.
+      s->thread = std::thread([impl, slot] { impl->supervise(*slot); });
       ++impl->live_threads;
     }
   } catch (const std::system_error& e) {
@@ -745,6 +803,13 @@ pool::~pool() {
       std::lock_guard<std::mutex> lock(impl_->mutex);
       if (impl_->phase == detail::pool_impl::phase::running)
         impl_->phase = detail::pool_impl::phase::closed;
+      if (impl_->on_own_supervisor()) {
+        // Dropped inside its own callback: this thread cannot wait for results it reads
+        // itself. The supervisors finish the submitted work and stop; their references keep
+        // the pool alive until then.
+        impl_->request_stop_locked();
+        return;
+      }
     }
     join();
   } catch (...) {
@@ -770,15 +835,15 @@ void pool::join() {
     if (p.phase == detail::pool_impl::phase::running) {
       throw state_error("pool::join: call close() or terminate() first");
     }
-    p.changed.wait(lock, [&] { return p.outstanding == 0; });
-    p.stop_requested = true;
-    for (auto& s : p.slots) {
-      if (s->accepting) {
-        p.append_stop(*s);
-        p.flush_outbox_locked(*s);
-      }
+    p.request_stop_locked();
+    if (p.on_own_supervisor() && p.outstanding != 0) {
+      // Waiting here would wait for results only this very thread reads.
+      throw state_error(
+          "pool::join inside one of the pool's callbacks while tasks are still running: the "
+          "callback's thread is the one that reads their results (the pool still finishes "
+          "them and stops)");
     }
-    p.changed.notify_all();
+    p.changed.wait(lock, [&] { return p.outstanding == 0; });
   }
   p.join_threads();
 }
