@@ -89,22 +89,37 @@ void process::start() {
     p.child = detail::os::fork_child(&detail::run_forked_call, &p.call, nullptr,
                                      detail::os::child_kind::process);
 #endif
-  } else {
-    auto [parent_end, child_end] = detail::os::make_channel_pair();
-    const std::string secret = detail::make_secret();
-    p.child = detail::os::spawn_child(child_end, secret, detail::os::child_kind::process);
-    std::string message;
-    detail::append_hello(message, secret, false);
-    const std::size_t at = detail::begin_frame(message, detail::frame_kind::run_once, 0);
-    message += p.call;
-    detail::end_frame(message, at);
-    try {
-      parent_end.write_all(message.data(), message.size());
-    } catch (const std::system_error&) {
-      // The child is already gone (it refused the hello, or was killed): its exit code says why.
-    }
+    p.creator = detail::os::current_pid();
+    p.started = true;
+    return;
   }
+  auto [parent_end, child_end] = detail::os::make_channel_pair();
+  const std::string secret = detail::make_secret();
+  p.child = detail::os::spawn_child(child_end, secret, detail::os::child_kind::process);
+  // From here this object owns the child, whatever happens next. The creator is the
+  // process that starts it: an object made before mp::fork() and started in the child
+  // belongs to that child.
+  p.creator = detail::os::current_pid();
   p.started = true;
+  try {
+    std::string head;
+    detail::append_hello(head, secret, false);
+    // The call (up to 2 GiB) is written from where it is rather than copied after the head.
+    detail::end_frame(head, detail::begin_frame(head, detail::frame_kind::run_once, 0),
+                      p.call.size());
+    try {
+      parent_end.write_all(head.data(), head.size());
+      parent_end.write_all(p.call.data(), p.call.size());
+    } catch (const std::system_error&) {
+      // The child is already gone (it refused the hello, or was killed): its exit code says
+      // why.
+    }
+  } catch (...) {
+    // A child that never gets its call would wait for it forever: end it, then report.
+    p.child.kill();
+    p.child.wait(std::nullopt);
+    throw;
+  }
 }
 
 void process::join() {

@@ -76,9 +76,10 @@ void check_frame_size(std::size_t size) {
   }
 }
 
-void end_frame(std::string& out, std::size_t at) {
-  check_frame_size(out.size() - at - sizeof(frame_header));
-  const auto size = static_cast<std::uint32_t>(out.size() - at - sizeof(frame_header));
+void end_frame(std::string& out, std::size_t at, std::size_t more) {
+  const std::size_t body = out.size() - at - sizeof(frame_header) + more;
+  check_frame_size(body);
+  const auto size = static_cast<std::uint32_t>(body);
   std::memcpy(out.data() + at + offsetof(frame_header, body_size), &size, sizeof size);
 }
 

@@ -68,8 +68,9 @@ inline constexpr int protocol_failure_exit_code = 86;
 /// Appends a header; returns its offset so the body size can be patched.
 std::size_t begin_frame(std::string& out, frame_kind kind, std::uint64_t id, std::uint8_t flags = 0,
                         std::uint32_t elapsed_us = 0);
-/// Patches the body size of the frame begun at `at`.
-void end_frame(std::string& out, std::size_t at);
+/// Patches the body size of the frame begun at `at`; `more` bytes of its body are not in
+/// `out` (the caller writes them to the channel right after it).
+void end_frame(std::string& out, std::size_t at, std::size_t more = 0);
 void append_u64(std::string& out, std::uint64_t value);
 void append_string(std::string& out, std::string_view text);
 

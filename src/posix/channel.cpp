@@ -18,6 +18,11 @@ namespace posix {
 namespace {
 constexpr int descriptor_slots = 16384;
 std::atomic<int> registered[descriptor_slots];  // fd + 1; 0 = free (constant-initialised)
+// Set in a forked child once it closed the descriptors it inherited from the library: the
+// objects it inherited still hold those numbers, which the program may have reused since.
+std::atomic<bool> inherited_descriptors_closed{false};
+// A descriptor that found the table full was never registered, yet is the library's to close.
+std::atomic<bool> table_overflowed{false};
 }  // namespace
 
 void register_descriptor(int fd) noexcept {
@@ -26,21 +31,25 @@ void register_descriptor(int fd) noexcept {
     if (slot.compare_exchange_strong(expected, fd + 1)) return;
   }
   // Table full: the descriptor stays unregistered; a forked child may then hold it.
+  table_overflowed.store(true);
 }
 
-void unregister_descriptor(int fd) noexcept {
+bool unregister_descriptor(int fd) noexcept {
   for (auto& slot : registered) {
     int expected = fd + 1;
-    if (slot.compare_exchange_strong(expected, 0)) return;
+    if (slot.compare_exchange_strong(expected, 0)) return true;
   }
+  return false;
 }
 
 void close_registered(int fd) noexcept {
   // Under the lock: a fork between unregistering and closing would hand the child a
   // descriptor it does not know to close (a sibling's pipe end, hiding that sibling's death).
   const creating_descriptors guard;
-  unregister_descriptor(fd);
-  ::close(fd);
+  const bool ours = unregister_descriptor(fd);
+  // After a fork, a number that is no longer registered was closed by the child's clean-up
+  // and may now be one of the program's own files: never close it.
+  if (ours || (table_overflowed.load() && !inherited_descriptors_closed.load())) ::close(fd);
 }
 
 std::shared_mutex& descriptor_creation_mutex() {
@@ -49,6 +58,7 @@ std::shared_mutex& descriptor_creation_mutex() {
 }
 
 void close_registered_descriptors(int keep_a, int keep_b) noexcept {
+  inherited_descriptors_closed.store(true);
   for (auto& slot : registered) {
     const int fd = slot.load() - 1;
     if (fd < 0 || fd == keep_a || fd == keep_b) continue;

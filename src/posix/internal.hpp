@@ -11,8 +11,11 @@ namespace multiproc::detail::os::posix {
 /// worker holding another worker's pipe would hide that worker's death). A fixed table of
 /// atomics: usable between fork and _exit, no allocation.
 void register_descriptor(int fd) noexcept;
-void unregister_descriptor(int fd) noexcept;
-/// Unregisters and closes `fd` with no fork in between.
+/// True if `fd` was registered (it is not any more).
+bool unregister_descriptor(int fd) noexcept;
+/// Unregisters and closes `fd` with no fork in between. In a forked child, a number that is
+/// no longer registered was closed by close_registered_descriptors and may be the program's
+/// own file by now: it is left alone.
 void close_registered(int fd) noexcept;
 /// In a forked child: closes every registered descriptor except `keep_a` and `keep_b`.
 void close_registered_descriptors(int keep_a, int keep_b) noexcept;
