@@ -109,6 +109,7 @@ class child {
   native_handle handle_ = invalid_handle;
   std::optional<int> exit_code_;
   int signal_sent_ = 0;  // Windows: which request ended it, so it reads back as -SIGTERM/-SIGKILL
+  int waiters_ = 0;      // POSIX: threads inside wait(), which may be polling the pidfd
 };
 
 /// Which parts a child should tie to its parent's life.

@@ -129,11 +129,26 @@ child::~child() {
 
 bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
   long pid;
+  native_handle pidfd;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (exit_code_ || pid_ == 0) return true;
     pid = pid_;
+    pidfd = handle_;
+    ++waiters_;
   }
+  // The pidfd is closed once the child is reaped, by the last thread to leave wait(): one
+  // closed under another thread's poll() could be reused by anything meanwhile.
+  struct leave_wait {
+    child& self;
+    ~leave_wait() {
+      std::lock_guard<std::mutex> lock(self.mutex_);
+      if (--self.waiters_ == 0 && self.exit_code_ && self.handle_ >= 0) {
+        posix::close_registered(static_cast<int>(self.handle_));
+        self.handle_ = invalid_handle;
+      }
+    }
+  } leave{*this};
   // Wait without reaping (WNOWAIT), then reap under the lock: while the child is unreaped
   // its pid cannot be reused, so terminate()/kill() from another thread never hit a stranger.
   auto ended_unreaped = [&](int flags) {
@@ -150,7 +165,7 @@ bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
     ended = ended_unreaped(0);
   } else if (timeout->count() <= 0) {
     ended = ended_unreaped(WNOHANG);
-  } else if (handle_ >= 0) {
+  } else if (pidfd >= 0) {
     const auto deadline = std::chrono::steady_clock::now() + *timeout;
     for (;;) {
       if (ended_unreaped(WNOHANG)) {
@@ -160,7 +175,7 @@ bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       if (left.count() < 0) break;
-      pollfd p{static_cast<int>(handle_), POLLIN, 0};
+      pollfd p{static_cast<int>(pidfd), POLLIN, 0};
       ::poll(&p, 1, static_cast<int>(left.count()) + 1);
     }
   } else {
@@ -193,10 +208,6 @@ bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
       break;
     }
     return false;  // not yet reapable (should not happen after waitid said it ended)
-  }
-  if (handle_ >= 0) {
-    posix::close_registered(static_cast<int>(handle_));
-    handle_ = invalid_handle;
   }
   return true;
 }
