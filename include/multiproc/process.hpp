@@ -28,8 +28,9 @@ MULTIPROC_API process_handle make_process(start_method method, const call_spec& 
 /// A function running in another process. Move-only. The target is a plain function or a
 /// captureless lambda; the arguments are copied into the child by serialisation on every
 /// start method (fork included), so what works on fork works on spawn. The target's return
-/// value is discarded, as in Python. Every member function throws mp::state_error on a
-/// moved-from object; only destruction and assigning a new process to it remain valid.
+/// value is discarded, as in Python, so it need not be serialisable. Every member function throws
+/// mp::state_error on a moved-from object; only destruction and assigning a new process to it
+/// remain valid.
 class MULTIPROC_API process {
  public:
   /// Binds `target(args...)` with the default start method; nothing runs until start().

@@ -210,6 +210,10 @@ struct invoker {
     auto function = reinterpret_cast<P>(target);
     if constexpr (std::is_void_v<typename sig::result>) {
       std::apply(function, std::move(arguments));
+    } else if constexpr (!is_transferable_v<typename sig::result>) {
+      // Only mp::process calls such a target (a pool refuses it at compile time): the result
+      // is discarded, so it need not be serialisable.
+      (void)std::apply(function, std::move(arguments));
     } else if (out == nullptr) {
       (void)std::apply(function, std::move(arguments));
     } else {

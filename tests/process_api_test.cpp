@@ -1,0 +1,62 @@
+// mp::process targets whose result a pool could not take: a process discards its target's
+// result, so any result type compiles and runs.
+#include <cstdlib>
+#include <memory>
+
+#include <gtest/gtest.h>
+
+#include <multiproc/multiproc.hpp>
+
+#include "support.hpp"
+
+namespace mp = multiproc;
+
+namespace {
+
+struct not_serialisable {
+  int value = 0;
+};
+
+not_serialisable make_unserialisable(int code) {
+  if (code != 0) std::exit(code);
+  return not_serialisable{code};
+}
+
+const int* return_a_pointer(int code) {
+  static const int answer = 42;
+  std::exit(code);
+  return &answer;
+}
+
+std::unique_ptr<int> return_move_only(int code) {
+  std::exit(code);
+  return std::make_unique<int>(code);
+}
+
+}  // namespace
+
+TEST(process_api, targets_with_results_a_pool_refuses_still_run) {
+  static_assert(!mp::is_transferable_v<not_serialisable>);
+  static_assert(!mp::is_transferable_v<const int*>);
+  for (const auto method : multiproc_test::available_methods()) {
+    mp::process plain(method, make_unserialisable, 0);
+    plain.start();
+    plain.join();
+    EXPECT_EQ(plain.exitcode(), 0);
+
+    mp::process with_code(method, make_unserialisable, 5);
+    with_code.start();
+    with_code.join();
+    EXPECT_EQ(with_code.exitcode(), 5);
+
+    mp::process pointer(method, return_a_pointer, 6);
+    pointer.start();
+    pointer.join();
+    EXPECT_EQ(pointer.exitcode(), 6);
+
+    mp::process move_only(method, return_move_only, 7);
+    move_only.start();
+    move_only.join();
+    EXPECT_EQ(move_only.exitcode(), 7);
+  }
+}
