@@ -211,6 +211,15 @@ class shared_block {
   /// this process's mapping, which on a fresh block costs more than the copy itself. Throws
   /// std::system_error.
   void write(std::size_t offset, const void* bytes, std::size_t count);
+  /// Gives back the memory behind the whole pages inside [offset, offset + count), for
+  /// every process that maps the block, once nobody will read those bytes again (they read
+  /// as zero afterwards). Linux: madvise(MADV_REMOVE). Elsewhere it does nothing. Never fails:
+  /// at worst the memory is freed later, with the block.
+  void discard(std::size_t offset, std::size_t count) noexcept;
+  /// Faults in the pages of [offset, offset + count) in one pass, ahead of reading them
+  /// (Linux 5.14+: MADV_POPULATE_READ). Elsewhere, or on older kernels, nothing: the pages then
+  /// fault in as they are read. Never fails.
+  void prefetch(std::size_t offset, std::size_t count) noexcept;
   char* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
   explicit operator bool() const noexcept { return data_ != nullptr; }
@@ -219,7 +228,8 @@ class shared_block {
   std::uint64_t export_to_child(const child& receiver);
   /// Child side: a token with which the parent can open this block (open_from_child).
   std::uint64_t export_to_parent();
-  /// Child side: maps the block the parent exported. Throws std::system_error.
+  /// Child side: maps the block the parent exported, without faulting its pages in (the
+  /// reader prefetches what it is about to read). Throws std::system_error.
   static shared_block open_from_parent(std::uint64_t token, std::size_t size);
   /// Parent side: maps the block `sender` exported. Throws std::system_error.
   static shared_block open_from_child(const child& sender, std::uint64_t token, std::size_t size);

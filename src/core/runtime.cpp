@@ -224,10 +224,43 @@ class spill_buffer final : public std::streambuf {
 
 class memory_buffer final : public std::streambuf {
  public:
-  void reset(const char* data, std::size_t size) {
-    char* begin = const_cast<char*>(data);  // read-only use: no put area is ever set
-    setg(begin, begin, begin + size);
+  void reset(const char* data, std::size_t size, os::shared_block* consumed) {
+    begin_ = const_cast<char*>(data);  // read-only use: no put area is ever set
+    end_ = begin_ + size;
+    consumed_ = consumed;
+    if (consumed_ == nullptr) {
+      setg(begin_, begin_, end_);
+    } else {
+      enter_window(begin_);
+    }
   }
+
+ protected:
+  // Only a consumed block has windows: each one read is discarded as the next is entered.
+  int_type underflow() override {
+    if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
+    if (consumed_ == nullptr || egptr() == end_) return traits_type::eof();
+    char* const finished = eback();
+    consumed_->discard(static_cast<std::size_t>(finished - consumed_->data()),
+                       static_cast<std::size_t>(egptr() - finished));
+    enter_window(egptr());
+    return traits_type::to_int_type(*gptr());
+  }
+
+ private:
+  /// Large enough that discarding costs nothing next to the copy, small enough that the
+  /// mapped and decoded copies of a huge argument barely overlap.
+  static constexpr std::size_t window = std::size_t{8} << 20;
+  /// The block was mapped without its pages: each window is faulted in as it is entered.
+  void enter_window(char* from) {
+    char* const to = static_cast<std::size_t>(end_ - from) <= window ? end_ : from + window;
+    consumed_->prefetch(static_cast<std::size_t>(from - consumed_->data()),
+                        static_cast<std::size_t>(to - from));
+    setg(from, from, to);
+  }
+  char* begin_ = nullptr;
+  char* end_ = nullptr;
+  os::shared_block* consumed_ = nullptr;
 };
 
 // Streams are costly to construct (locale set-up); each thread keeps one of each and
@@ -295,9 +328,9 @@ void append_code(std::string& out, const void* address) {
 
 }  // namespace
 
-std::istream& memory_input(const char* data, std::size_t size) {
+std::istream& memory_input(const char* data, std::size_t size, os::shared_block* consumed) {
   input_slot& slot = thread_input();
-  slot.buffer.reset(data, size);
+  slot.buffer.reset(data, size, consumed);
   slot.stream.clear();
   return slot.stream;
 }
@@ -368,7 +401,8 @@ std::string current_exception_message() {
 
 task_outcome run_call_body(const char* body, std::size_t size, std::string* result_out,
                            std::size_t result_start, bool allow_block,
-                           os::shared_block* result_block, std::size_t* result_block_size) {
+                           os::shared_block* result_block, std::size_t* result_block_size,
+                           os::shared_block* consumed_arguments) {
   task_outcome outcome;
   invoker_fn invoker = nullptr;
   raw_function target = nullptr;
@@ -395,7 +429,7 @@ task_outcome run_call_body(const char* body, std::size_t size, std::string* resu
     outcome.message = e.what();
     return outcome;
   }
-  std::istream& arguments = memory_input(reader.position(), reader.remaining());
+  std::istream& arguments = memory_input(reader.position(), reader.remaining(), consumed_arguments);
   output_lease lease;
   if (result_out != nullptr) {
     lease->buffer.reset(result_out, result_start, allow_block, result_block, result_block_size);

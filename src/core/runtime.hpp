@@ -132,17 +132,23 @@ struct task_outcome {
 /// `result_block` once it grows past spill_threshold (if `allow_block`). Exceptions the
 /// target throws are caught and described in the outcome; exit()/abort() in the target end
 /// the process as they would anywhere.
+/// `consumed_arguments`: the shared block `body` lies in, read by nobody after this call;
+/// its memory is given back as the arguments are decoded, so a huge argument is not held
+/// twice (mapped and decoded) while the target runs.
 task_outcome run_call_body(const char* body, std::size_t size, std::string* result_out,
                            std::size_t result_start, bool allow_block,
-                           os::shared_block* result_block, std::size_t* result_block_size);
+                           os::shared_block* result_block, std::size_t* result_block_size,
+                           os::shared_block* consumed_arguments = nullptr);
 
 /// The demangled type of the exception being handled, e.g. "std::runtime_error".
 std::string current_exception_type();
 /// The what() of the exception being handled (empty if it is not a std::exception).
 std::string current_exception_message();
 
-/// A stream reading from memory, reused per thread.
-std::istream& memory_input(const char* data, std::size_t size);
+/// A stream reading from memory, reused per thread. With `consumed` (the shared block the
+/// bytes lie in), each stretch already read is given back to the system (discard()).
+std::istream& memory_input(const char* data, std::size_t size,
+                           os::shared_block* consumed = nullptr);
 
 // ---- start-up -----------------------------------------------------------------------------------
 

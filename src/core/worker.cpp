@@ -47,8 +47,10 @@ void answer_task(const frame_header& header, const char* body, std::string& out,
     outcome.message = std::string("could not map the arguments' shared block: ") + e.what();
   }
   if (outcome.status == result_status::ok) {
-    outcome =
-        run_call_body(data, size, &out, result_start, true, &result_block, &result_block_size);
+    // The parent never reads its copy of the arguments again (a task that ran is never sent
+    // anew), so the block is given back as it is decoded.
+    outcome = run_call_body(data, size, &out, result_start, true, &result_block, &result_block_size,
+                            arguments ? &arguments : nullptr);
   }
   arguments = os::shared_block();
   const auto elapsed =

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -38,14 +39,14 @@ char* map_descriptor(int fd, std::size_t size, bool populate) {
 }
 
 /// Maps the block a peer holds as descriptor `token`, while it still holds it.
-char* map_peer(long pid, std::uint64_t token, std::size_t size) {
+char* map_peer(long pid, std::uint64_t token, std::size_t size, bool populate) {
   const std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(token);
   const posix::creating_descriptors guard;  // open to close: no fork may inherit it
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) throw posix::last_error("multiproc: opening a peer's shared block");
   char* data = nullptr;
   try {
-    data = map_descriptor(fd, size, true);
+    data = map_descriptor(fd, size, populate);
   } catch (...) {
     ::close(fd);
     throw;
@@ -91,6 +92,30 @@ void shared_block::write(std::size_t offset, const void* bytes, std::size_t coun
   }
 }
 
+void shared_block::discard(std::size_t offset, std::size_t count) noexcept {
+  if (data_ == nullptr || offset >= size_) return;
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t end = offset + std::min(count, size_ - offset);
+  const std::size_t first = (offset + page - 1) / page * page;
+  // The mapping's last page may be partial: reaching the block's end discards it whole.
+  const std::size_t last = end == size_ ? (size_ + page - 1) / page * page : end / page * page;
+  if (last <= first) return;
+  ::madvise(data_ + first, last - first, MADV_REMOVE);
+}
+
+void shared_block::prefetch(std::size_t offset, std::size_t count) noexcept {
+#if defined(MADV_POPULATE_READ)
+  constexpr int populate_read = MADV_POPULATE_READ;
+#else
+  constexpr int populate_read = 22;  // Linux 5.14; older kernels refuse it with EINVAL
+#endif
+  if (data_ == nullptr || offset >= size_) return;
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t first = offset / page * page;
+  const std::size_t end = offset + std::min(count, size_ - offset);
+  ::madvise(data_ + first, end - first, populate_read);
+}
+
 void shared_block::grow(std::size_t size) {
   if (size <= size_) return;
   // The memfd grows in place; the mapping moves if it must. Nothing is copied.
@@ -112,7 +137,7 @@ std::uint64_t shared_block::export_to_parent() {
 
 shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t size) {
   shared_block block;
-  block.data_ = map_peer(static_cast<long>(::getppid()), token, size);
+  block.data_ = map_peer(static_cast<long>(::getppid()), token, size, false);
   block.size_ = size;
   return block;
 }
@@ -120,7 +145,7 @@ shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t siz
 shared_block shared_block::open_from_child(const child& sender, std::uint64_t token,
                                            std::size_t size) {
   shared_block block;
-  block.data_ = map_peer(sender.pid(), token, size);
+  block.data_ = map_peer(sender.pid(), token, size, true);
   block.size_ = size;
   return block;
 }
@@ -140,6 +165,8 @@ void shared_block::grow(std::size_t) {
 void shared_block::write(std::size_t offset, const void* bytes, std::size_t count) {
   std::memcpy(data_ + offset, bytes, count);
 }
+void shared_block::discard(std::size_t, std::size_t) noexcept {}
+void shared_block::prefetch(std::size_t, std::size_t) noexcept {}
 std::uint64_t shared_block::export_to_child(const child&) {
   return 0;
 }

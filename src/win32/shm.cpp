@@ -67,6 +67,15 @@ void shared_block::write(std::size_t offset, const void* bytes, std::size_t coun
   std::memcpy(data_ + offset, bytes, count);
 }
 
+void shared_block::prefetch(std::size_t, std::size_t) noexcept {
+  // Views fault in as they are read; PrefetchVirtualMemory would be the tool if it mattered.
+}
+
+void shared_block::discard(std::size_t, std::size_t) noexcept {
+  // A section's pages cannot be given back piecemeal while a view maps them; they go with
+  // the last view and handle.
+}
+
 std::uint64_t shared_block::export_to_child(const child& receiver) {
   // The duplicate belongs to the receiver from now on; it is freed with the receiver if the
   // receiver never opens it.
