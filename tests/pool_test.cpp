@@ -179,12 +179,22 @@ TEST_P(pool_conformance, empty_inputs_give_empty_results_at_once) {
   mp::pool pool(options());
   const std::vector<int> none;
   EXPECT_TRUE(pool.map(square, none).empty());
-  EXPECT_TRUE(pool.map_async(square, none).get(10s).empty());
+  auto empty = pool.map_async(square, none);
+  EXPECT_TRUE(empty.ready());  // at once: nothing was sent anywhere
+  EXPECT_TRUE(empty.get().empty());
   EXPECT_TRUE(pool.starmap(add, std::vector<std::tuple<long, long>>{}).empty());
   for ([[maybe_unused]] int v : pool.imap(square, none))
     ADD_FAILURE();
   for ([[maybe_unused]] int v : pool.imap_unordered(square, none))
     ADD_FAILURE();
+  // Empty or not, a closed pool takes no more work (as Python's raises "Pool not running").
+  pool.close();
+  EXPECT_THROW(pool.map(square, none), mp::state_error);
+  EXPECT_THROW(pool.map_async(square, none), mp::state_error);
+  EXPECT_THROW(pool.starmap(add, std::vector<std::tuple<long, long>>{}), mp::state_error);
+  EXPECT_THROW(pool.imap(square, none), mp::state_error);
+  EXPECT_THROW(pool.imap_unordered(square, none), mp::state_error);
+  pool.join();
 }
 
 TEST_P(pool_conformance, callbacks_run_on_success_and_on_error) {

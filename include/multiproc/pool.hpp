@@ -150,6 +150,7 @@ class lazy_engine {
         ordered_(ordered),
         window_(2 * pool_workers(*pool_) + 2),
         completions_(std::make_shared<completions>()) {
+    (void)pool_submit_parts(*pool_, nullptr, 0);  // throws if the pool takes no more work
     refill();
   }
 
@@ -394,8 +395,8 @@ class MULTIPROC_API pool {
   /// it returns. Throws, with nothing submitted: what iterating `items` throws (a range not
   /// laid out as the target's argument type is copied first), mp::serialization_error if an
   /// item cannot be encoded, mp::state_error after close() or terminate(), a broken pool's
-  /// error (as apply_async). An empty `items` returns a ready empty result, even on a
-  /// closed pool.
+  /// error (as apply_async). An empty `items` returns a ready empty result (on a pool that
+  /// still takes work).
   template <class F, class Range>
   auto map_async(F&& target, const Range& items, std::size_t chunksize = 0) {
     static_assert(detail::check_map_target<F, false>());
@@ -408,7 +409,7 @@ class MULTIPROC_API pool {
   }
   /// The future of starmap(). Throws as map_async(): the input range's exceptions,
   /// mp::serialization_error, mp::state_error after close() or terminate(), a broken pool's
-  /// error; an empty `items` returns a ready empty result, even on a closed pool.
+  /// error; an empty `items` returns a ready empty result (on a pool that still takes work).
   template <class F, class Range>
   auto starmap_async(F&& target, const Range& items, std::size_t chunksize = 0) {
     static_assert(detail::check_map_target<F, true>());
@@ -422,8 +423,8 @@ class MULTIPROC_API pool {
   /// range. imap(), begin() and ++ throw what pulling and submitting throw: the input range's
   /// exceptions, mp::serialization_error if an item cannot be encoded, mp::state_error once
   /// the pool is closed or terminated, a broken pool's error (as apply_async). A task's own
-  /// error is thrown by *it for each of its chunk's items. An empty input submits nothing, so
-  /// it does not throw on a closed pool.
+  /// error is thrown by *it for each of its chunk's items. An empty input submits nothing, but
+  /// a closed pool still throws.
   template <class F, class Range>
   auto imap(F&& target, Range&& items, std::size_t chunksize = 1) {
     static_assert(detail::check_map_target<F, false>());

@@ -243,7 +243,12 @@ struct pool_impl {
 
   std::shared_ptr<result_state> submit(const call_spec* calls, std::size_t count) {
     auto state = std::make_shared<result_state>(count, this);
-    if (count == 0) return state;
+    if (count == 0) {
+      // Nothing to run, but a closed or broken pool still says so, as Python's does.
+      std::lock_guard<std::mutex> lock(mutex);
+      check_accepting_locked();
+      return state;
+    }
     std::vector<task> tasks(count);
     for (std::size_t i = 0; i < count; ++i) {
       task& t = tasks[i];
