@@ -7,6 +7,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_THREAD__)
+#define MULTIPROC_DETAIL_THREAD_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MULTIPROC_DETAIL_THREAD_SANITIZER 1
+#endif
+#endif
+#if defined(MULTIPROC_DETAIL_THREAD_SANITIZER)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 #if defined(__linux__)
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -236,6 +247,20 @@ void child::kill() noexcept {
 namespace {
 /// Forks with every signal blocked and the code cache lock held (no other thread can then
 /// hold it in the child). Returns fork's result; in the child the mask is restored.
+/// ThreadSanitizer does not see a lock re-created in place (a static initialiser, no call):
+/// without this it would take the fork child's locks for the ones its parent held.
+void forget_locks_held_at_fork(void* descriptors, void* code_cache) noexcept {
+#if defined(MULTIPROC_DETAIL_THREAD_SANITIZER)
+  for (void* lock : {descriptors, code_cache}) {
+    __tsan_mutex_pre_unlock(lock, 0);
+    __tsan_mutex_post_unlock(lock, 0);
+  }
+#else
+  (void)descriptors;
+  (void)code_cache;
+#endif
+}
+
 pid_t guarded_fork(sigset_t& previous) {
   flush_standard_streams();
   sigset_t all;
@@ -249,6 +274,7 @@ pid_t guarded_fork(sigset_t& previous) {
     // its writer's tid): make them fresh instead of unlocking them.
     descriptors.release();
     code_cache.release();
+    forget_locks_held_at_fork(&posix::descriptor_creation_mutex(), &posix::code_cache_mutex());
     new (&posix::descriptor_creation_mutex()) std::shared_mutex;
     new (&posix::code_cache_mutex()) std::mutex;
   }
