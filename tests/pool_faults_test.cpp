@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -41,14 +42,26 @@ int exit_three_on(int x) {
   if (x == 3) std::_Exit(3);
   return x;
 }
-void sleep_forever_ignoring_sigterm(int) {
+/// Appends this process's pid to `path`, one per line: lets a test learn who ran a task.
+void append_own_pid(const std::string& path) {
+  std::ofstream out(path, std::ios::app);
+  out << mp::this_process::id() << '\n';
+}
+/// Item 7 reports its worker's pid to the file, then aborts; the others return their number.
+int abort_on_seven_reporting(std::pair<int, std::string> item) {
+  if (item.first == 7) {
+    append_own_pid(item.second);
+    std::abort();
+  }
+  return item.first;
+}
+/// Ignores SIGTERM, then reports its worker's pid (so the test knows the task runs and the
+/// signal is already ignored), then sleeps for ever: only SIGKILL ends it.
+int report_ignoring_sigterm_and_sleep(std::string path) {
   std::signal(SIGTERM, SIG_IGN);
+  append_own_pid(path);
   for (;;)
     std::this_thread::sleep_for(1h);
-}
-int sleep_forever_ignoring_sigterm_result(int x) {
-  sleep_forever_ignoring_sigterm(x);
-  return 0;
 }
 int sleep_ms(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
@@ -77,9 +90,22 @@ undecodable make_undecodable(int v) {
 int take_undecodable(undecodable u) {
   return u.value;
 }
-void failing_initializer() {
+/// Records one worker start in `path`, then fails.
+void failing_initializer(std::string path) {
+  append_own_pid(path);
   throw std::runtime_error("no database");
 }
+/// How many lines (worker starts) the initializers wrote to `path`.
+int count_lines(const std::string& path) {
+  std::ifstream in(path);
+  int lines = 0;
+  for (std::string line; std::getline(in, line);)
+    ++lines;
+  return lines;
+}
+/// A slot of the pool gives up after this many starts in a row that never became ready
+/// (src/core/pool.cpp, start_attempts): the bound on worker starts of a broken pool.
+constexpr int start_attempts_per_slot = 3;
 
 class pool_faults : public ::testing::TestWithParam<mp::start_method> {
  protected:
@@ -104,55 +130,99 @@ TEST_P(pool_faults, task_exception_is_a_remote_error_and_the_worker_serves_on) {
 }
 
 // 2
+TEST_P(pool_faults, abort_in_a_task_is_worker_lost_and_a_replacement_serves) {
+  // One worker: the next task can only be served by a replacement, with another pid.
+  mp::pool pool(options(1));
+  const long first = pool.apply_async(pid_of_worker, 0).get(30s);
+  const auto asked = std::chrono::steady_clock::now();
+  try {
+    pool.apply_async(abort_on, 7).get(30s);  // 30 s: a hang guard; the bound is below
+    ADD_FAILURE() << "expected worker_lost";
+  } catch (const mp::worker_lost& e) {
+    EXPECT_EQ(e.pid(), first);
+    EXPECT_EQ(e.exitcode(), multiproc_test::abort_exit_code());
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, 2s);
+  const long replacement = pool.apply_async(pid_of_worker, 0).get(30s);
+  EXPECT_GT(replacement, 0);
+  EXPECT_NE(replacement, first);
+  EXPECT_FALSE(multiproc_test::process_running(first));
+}
+
 TEST_P(pool_faults, abort_in_a_task_fails_only_that_task) {
   mp::pool pool(options());
-  std::vector<int> input(20);
-  for (int i = 0; i < 20; ++i)
-    input[i] = i;
+  const std::string path = multiproc_test::temporary_path("aborted");
+  std::vector<std::pair<int, std::string>> input;
+  std::vector<int> numbers;
+  for (int i = 0; i < 20; ++i) {
+    input.emplace_back(i, path);
+    numbers.push_back(i);
+  }
+  // imap: item 7 fails with the pid of the worker that ran it, every other item arrives.
   const auto start = std::chrono::steady_clock::now();
   int index = 0;
-  auto results = pool.imap(abort_on, input);
+  auto results = pool.imap(abort_on_seven_reporting, input);
   for (auto it = results.begin(); !(it == std::default_sentinel); ++it, ++index) {
     if (index == 7) {
       try {
         (void)*it;
         ADD_FAILURE() << "item 7 should have failed";
       } catch (const mp::worker_lost& e) {
+        EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
         EXPECT_EQ(e.exitcode(), multiproc_test::abort_exit_code());
-        EXPECT_GT(e.pid(), 0);
+        const auto pids = read_pids(path);
+        ASSERT_EQ(pids.size(), 1u);
+        EXPECT_EQ(e.pid(), *pids.begin());
       }
     } else {
       EXPECT_EQ(*it, index);
     }
   }
   EXPECT_EQ(index, 20);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 30s);
+  std::remove(path.c_str());
   // map_async: the failed chunk's error, after every other chunk completed.
-  auto r = pool.map_async(abort_on, input, 1);
-  ASSERT_TRUE(r.wait_for(30s));
-  EXPECT_THROW(r.get(), mp::worker_lost);
-  EXPECT_EQ(pool.map(identity, input), input);  // replacements serve on
+  const auto submitted = std::chrono::steady_clock::now();
+  auto r = pool.map_async(abort_on_seven_reporting, input, 1);
+  try {
+    r.get(30s);  // a hang guard; the bound is below
+    ADD_FAILURE() << "expected worker_lost";
+  } catch (const mp::worker_lost& e) {
+    EXPECT_LT(std::chrono::steady_clock::now() - submitted, 2s);
+    EXPECT_EQ(e.exitcode(), multiproc_test::abort_exit_code());
+    const auto pids = read_pids(path);
+    ASSERT_EQ(pids.size(), 1u);
+    EXPECT_EQ(e.pid(), *pids.begin());
+  }
+  std::remove(path.c_str());
+  EXPECT_EQ(pool.map(identity, numbers), numbers);  // the pool serves on
 }
 
 TEST_P(pool_faults, exit_in_a_task_is_worker_lost_with_its_code) {
-  mp::pool pool(options());
+  mp::pool pool(options(1));
+  const long first = pool.apply_async(pid_of_worker, 0).get(30s);
+  const auto asked = std::chrono::steady_clock::now();
   auto lost = pool.apply_async(exit_three_on, 3);
-  auto fine = pool.apply_async(exit_three_on, 4);
+  auto fine = pool.apply_async(exit_three_on, 4);  // behind it on the same worker
   try {
-    lost.get(30s);
+    lost.get(30s);  // a hang guard; the bound is below
     ADD_FAILURE() << "expected worker_lost";
   } catch (const mp::worker_lost& e) {
+    EXPECT_EQ(e.pid(), first);
     EXPECT_EQ(e.exitcode(), 3);
   }
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, 2s);
   EXPECT_EQ(fine.get(30s), 4);
+  const long replacement = pool.apply_async(pid_of_worker, 0).get(30s);
+  EXPECT_GT(replacement, 0);
+  EXPECT_NE(replacement, first);
 }
 
 TEST_P(pool_faults, worker_killed_from_outside_mid_task) {
-  mp::pool pool(options());
+  // One worker: the queued tasks and the last apply can only be served by a replacement.
+  mp::pool pool(options(1));
   const std::string path = multiproc_test::temporary_path("pids");
   auto victim = pool.apply_async(report_and_sleep, path);
-  // Queued behind it and on the other worker: must all complete.
-  auto others = pool.map_async(sleep_ms, std::vector<int>(10, 20), 1);
+  auto others = pool.map_async(sleep_ms, std::vector<int>(10, 20), 1);  // queued behind it
   ASSERT_TRUE(multiproc_test::within(30s, [&] { return read_pids(path).size() == 1; }));
   const long pid = *read_pids(path).begin();
   std::remove(path.c_str());
@@ -167,25 +237,35 @@ TEST_P(pool_faults, worker_killed_from_outside_mid_task) {
   }
   EXPECT_LT(std::chrono::steady_clock::now() - killed_at, 2s);
   EXPECT_EQ(others.get(30s), std::vector<int>(10, 20));
-  EXPECT_NE(pool.apply(pid_of_worker, 0), pid);  // a replacement serves
+  const long replacement = pool.apply_async(pid_of_worker, 0).get(30s);
+  EXPECT_GT(replacement, 0);
+  EXPECT_NE(replacement, pid);
 }
 
 // 3
 TEST_P(pool_faults, terminate_during_map_async_cancels_everything_promptly) {
   const auto before = multiproc_test::count_resources();
+  const std::string path = multiproc_test::temporary_path("running");
+  std::set<long> workers;
   {
     mp::pool pool(options());
-    auto r = pool.map_async(sleep_forever_ignoring_sigterm_result, std::vector<int>(6, 0), 1);
+    auto r =
+        pool.map_async(report_ignoring_sigterm_and_sleep, std::vector<std::string>(6, path), 1);
     auto later = pool.apply_async(sleep_ms, 1);
-    std::this_thread::yield();
+    // Both workers run a task that already ignores SIGTERM: terminate must escalate.
+    ASSERT_TRUE(multiproc_test::within(30s, [&] { return read_pids(path).size() == 2; }));
+    workers = read_pids(path);
     const auto start = std::chrono::steady_clock::now();
     pool.terminate();
     EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+    for (long pid : workers)
+      EXPECT_FALSE(multiproc_test::process_running(pid)) << "worker " << pid << " survived";
     EXPECT_THROW(r.get(1s), mp::state_error);
     EXPECT_THROW(later.get(1s), mp::state_error);
     EXPECT_THROW(pool.apply_async(sleep_ms, 1), mp::state_error);
     pool.join();  // allowed after terminate
   }
+  std::remove(path.c_str());
   EXPECT_TRUE(multiproc_test::same_resources(before));
 }
 
@@ -233,9 +313,11 @@ TEST_P(pool_faults, maxtasksperchild_rotates_workers_without_hanging) {
 // 7
 TEST_P(pool_faults, failing_initializer_breaks_the_pool_clearly) {
   const auto before = multiproc_test::count_resources();
+  const std::string path = multiproc_test::temporary_path("initializer-starts");
+  constexpr unsigned slots = 2;
   const auto start = std::chrono::steady_clock::now();
   try {
-    mp::pool pool(mp::pool_options{2, mp::call(failing_initializer), 0, GetParam()});
+    mp::pool pool(mp::pool_options{slots, mp::call(failing_initializer, path), 0, GetParam()});
     auto r = pool.apply_async(identity, 1);
     try {
       r.get(30s);
@@ -243,13 +325,26 @@ TEST_P(pool_faults, failing_initializer_breaks_the_pool_clearly) {
     } catch (const mp::state_error& e) {
       EXPECT_NE(std::string(e.what()).find("no database"), std::string::npos) << e.what();
     }
-    EXPECT_THROW(pool.apply_async(identity, 2), mp::state_error);
+    // Later submits fail with the same error, at once.
+    for (int i = 0; i < 3; ++i) {
+      try {
+        pool.apply_async(identity, 2);
+        ADD_FAILURE() << "a submit to a broken pool should throw";
+      } catch (const mp::state_error& e) {
+        EXPECT_NE(std::string(e.what()).find("no database"), std::string::npos) << e.what();
+      }
+    }
   } catch (const mp::state_error& e) {
     // Reported at construction: just as clear.
     EXPECT_NE(std::string(e.what()).find("no database"), std::string::npos) << e.what();
   }
   EXPECT_LT(std::chrono::steady_clock::now() - start, 30s);
-  EXPECT_TRUE(multiproc_test::same_resources(before));
+  EXPECT_TRUE(multiproc_test::same_resources(before));  // every worker is gone by now
+  // No respawn storm: at least one start, at most the give-up bound per slot.
+  const int starts = count_lines(path);
+  std::remove(path.c_str());
+  EXPECT_GE(starts, 1);
+  EXPECT_LE(starts, start_attempts_per_slot * static_cast<int>(slots));
 }
 
 // 8
@@ -398,19 +493,28 @@ TEST_P(pool_faults, pool_lifecycle_leaves_nothing_behind) {
 
 // Found in review: each of these hung, crashed or lost work before it was fixed.
 
-void crashing_initializer() {
+/// Records one worker start in `path`, then crashes.
+void crashing_initializer(std::string path) {
+  append_own_pid(path);
   std::abort();
 }
 
 TEST_P(pool_faults, crashing_initializer_breaks_the_pool_without_a_respawn_storm) {
+  const std::string path = multiproc_test::temporary_path("crashing-starts");
+  constexpr unsigned slots = 2;
   const auto start = std::chrono::steady_clock::now();
   try {
-    mp::pool pool(mp::pool_options{2, mp::call(crashing_initializer), 0, GetParam()});
+    mp::pool pool(mp::pool_options{slots, mp::call(crashing_initializer, path), 0, GetParam()});
     EXPECT_THROW(pool.apply_async(identity, 1).get(30s), mp::start_error);
+    EXPECT_THROW(pool.apply_async(identity, 2), mp::start_error);
   } catch (const mp::start_error& e) {
     EXPECT_NE(std::string(e.what()).find("before it was ready"), std::string::npos) << e.what();
   }
   EXPECT_LT(std::chrono::steady_clock::now() - start, 30s);
+  const int starts = count_lines(path);
+  std::remove(path.c_str());
+  EXPECT_GE(starts, 1);
+  EXPECT_LE(starts, start_attempts_per_slot * static_cast<int>(slots));
 }
 
 TEST_P(pool_faults, default_constructed_result_is_a_state_error) {

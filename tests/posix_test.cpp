@@ -2,7 +2,10 @@
 // handler, descriptor hygiene of spawned children, start failures with their errno.
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -24,6 +27,7 @@
 
 #include <multiproc/multiproc.hpp>
 
+#include "../src/core/runtime.hpp"
 #include "support.hpp"
 
 namespace mp = multiproc;
@@ -182,45 +186,132 @@ TEST(posix_start_errors, exhausted_descriptors_are_a_start_error_with_emfile) {
   EXPECT_TRUE(multiproc_test::same_resources(before));
 }
 
-TEST(posix_spawn_hygiene, forged_secret_is_refused) {
-  // The test binary itself, started with a valid channel but a hello carrying another
-  // secret than its marker: it must refuse to act as a worker and exit 86.
-  int to_child[2], from_child[2];
-  ASSERT_EQ(::pipe(to_child), 0);
-  ASSERT_EQ(::pipe(from_child), 0);
+/// What a hand-started copy of the test binary did with one hello.
+struct hello_outcome {
+  int status = -1;      ///< waitpid status
+  std::string printed;  ///< everything the child wrote to its stderr
+};
+
+/// Starts the test binary as a spawned child would be started: channel on 3 and 4, the marker
+/// carrying `marker_secret`; sends `hello` (whole frames), closes the channel, and collects
+/// the child's stderr and status. The helper's other pipe ends never reach the child.
+hello_outcome run_with_hello(const std::string& marker_secret, const std::string& hello) {
+  hello_outcome outcome;
+  int to_child[2], from_child[2], errors[2];
+  if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0 ||
+      ::pipe2(errors, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe2: " << std::strerror(errno);
+    return outcome;
+  }
+  // Prepared before fork: the child only moves descriptors and executes.
+  std::vector<std::string> variables;
+  for (char** v = environ; *v != nullptr; ++v) {
+    if (std::strncmp(*v, "MULTIPROC_SPAWNED=", 18) != 0) variables.emplace_back(*v);
+  }
+  variables.push_back("MULTIPROC_SPAWNED=3,4;" + marker_secret);
+  std::vector<char*> envp;
+  for (auto& v : variables)
+    envp.push_back(v.data());
+  envp.push_back(nullptr);
+  char name[] = "multiproc_tests";
+  char* argv[] = {name, nullptr};
   const pid_t pid = ::fork();
   if (pid == 0) {
-    ::dup2(to_child[0], 3);
-    ::dup2(from_child[1], 4);
-    ::setenv("MULTIPROC_SPAWNED", "3,4;00000000000000000000000000000000", 1);
-    ::execl("/proc/self/exe", "multiproc_tests", static_cast<char*>(nullptr));
+    // Above every target first (F_DUPFD clears close-on-exec), so no dup2 clobbers a source.
+    const int in = ::fcntl(to_child[0], F_DUPFD, 10);
+    const int out = ::fcntl(from_child[1], F_DUPFD, 10);
+    const int err = ::fcntl(errors[1], F_DUPFD, 10);
+    if (in < 0 || out < 0 || err < 0 || ::dup2(in, 3) != 3 || ::dup2(out, 4) != 4 ||
+        ::dup2(err, 2) != 2) {
+      ::_exit(127);
+    }
+    ::close(in);
+    ::close(out);
+    ::close(err);
+    ::execve("/proc/self/exe", argv, envp.data());
     ::_exit(127);
   }
   ::close(to_child[0]);
   ::close(from_child[1]);
-  // A hello frame with a different secret: header, then magic, secret, identity, pid, role.
-  auto put32 = [](std::string& s, std::uint32_t v) { s.append(reinterpret_cast<char*>(&v), 4); };
-  std::string body;
-  put32(body, 8);
-  body += "MPROC001";
-  put32(body, 32);
-  body += "11111111111111111111111111111111";
-  put32(body, 0);
-  const std::uint64_t parent = static_cast<std::uint64_t>(::getpid());
-  body.append(reinterpret_cast<const char*>(&parent), 8);
-  body.push_back(0);
-  std::string frame(24, '\0');
-  const auto size = static_cast<std::uint32_t>(body.size());
-  std::memcpy(frame.data(), &size, 4);
-  frame[4] = 1;  // hello
-  frame += body;
-  ASSERT_EQ(::write(to_child[1], frame.data(), frame.size()), static_cast<ssize_t>(frame.size()));
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ::close(to_child[1]);
+  ::close(errors[1]);
+  if (pid < 0) {
+    ADD_FAILURE() << "fork: " << std::strerror(errno);
+  } else {
+    EXPECT_EQ(::write(to_child[1], hello.data(), hello.size()), static_cast<ssize_t>(hello.size()));
+  }
+  ::close(to_child[1]);  // end of the channel: a child that accepted the hello sees it next
+  if (pid > 0) {
+    // Its stderr until it closes (it exits); 30 s is only a hang guard.
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    char buffer[4096];
+    for (;;) {
+      pollfd watch{errors[0], POLLIN, 0};
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || ::poll(&watch, 1, static_cast<int>(left.count())) == 0) {
+        ADD_FAILURE() << "the child neither exited nor closed its stderr within 30 s";
+        ::kill(pid, SIGKILL);
+        break;
+      }
+      const ssize_t n = ::read(errors[0], buffer, sizeof buffer);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      outcome.printed.append(buffer, static_cast<std::size_t>(n));
+    }
+    EXPECT_EQ(::waitpid(pid, &outcome.status, 0), pid);
+  }
   ::close(from_child[0]);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 86);
+  ::close(errors[0]);
+  return outcome;
+}
+
+bool exited_with(int status, int code) {
+  return WIFEXITED(status) && WEXITSTATUS(status) == code;
+}
+
+const std::string marker_secret = "0123456789abcdef0123456789abcdef";
+
+TEST(posix_spawn_hygiene, forged_secret_is_refused) {
+  // The test binary itself, started with a valid channel and a hello that is right in every
+  // part (protocol marker, this image's identity, this parent) except the secret: it must
+  // refuse to act as a child, say why, and exit 86.
+  std::string hello;
+  mp::detail::append_hello(hello, "11111111111111111111111111111111", false);
+  const auto outcome = run_with_hello(marker_secret, hello);
+  EXPECT_TRUE(exited_with(outcome.status, mp::detail::protocol_failure_exit_code))
+      << "status " << outcome.status << "; stderr: " << outcome.printed;
+  EXPECT_NE(outcome.printed.find("start-up secret does not match"), std::string::npos)
+      << outcome.printed;
+}
+
+TEST(posix_spawn_hygiene, right_secret_is_accepted) {
+  // The positive control: the same hello with the marker's secret gets past the start-up
+  // proof; the child then waits for its call, finds the channel closed, and says so.
+  std::string hello;
+  mp::detail::append_hello(hello, marker_secret, false);
+  const auto outcome = run_with_hello(marker_secret, hello);
+  EXPECT_TRUE(exited_with(outcome.status, mp::detail::protocol_failure_exit_code))
+      << "status " << outcome.status << "; stderr: " << outcome.printed;
+  EXPECT_EQ(outcome.printed.find("secret does not match"), std::string::npos) << outcome.printed;
+  EXPECT_NE(outcome.printed.find("closed the channel before sending the call"), std::string::npos)
+      << outcome.printed;
+}
+
+TEST(posix_spawn_hygiene, other_image_identity_is_refused) {
+  // The right secret but another program's identity: the handshake refuses it.
+  std::string hello;
+  const std::size_t at = mp::detail::begin_frame(hello, mp::detail::frame_kind::hello, 0);
+  mp::detail::append_string(
+      hello, std::string_view(mp::detail::hello_magic, sizeof mp::detail::hello_magic));
+  mp::detail::append_string(hello, marker_secret);
+  mp::detail::append_string(hello, "some-other-program");
+  mp::detail::append_u64(hello, static_cast<std::uint64_t>(::getpid()));
+  hello.push_back(0);
+  mp::detail::end_frame(hello, at);
+  const auto outcome = run_with_hello(marker_secret, hello);
+  EXPECT_TRUE(exited_with(outcome.status, mp::detail::protocol_failure_exit_code))
+      << "status " << outcome.status << "; stderr: " << outcome.printed;
+  EXPECT_NE(outcome.printed.find("different program image"), std::string::npos) << outcome.printed;
 }
 
 int pipes_above_stdio(int) {
@@ -294,6 +385,50 @@ TEST(posix_memory, large_payload_costs_about_one_copy_in_transit) {
     p.join();
     EXPECT_EQ(p.exitcode(), 0) << "the parent's peak memory exceeded its two copies plus one";
   }
+}
+
+#if defined(__linux__)
+TEST(posix_this_process, cpu_count_is_the_affinity_mask) {
+  // As os.process_cpu_count(): the CPUs this process may run on, not those the machine has.
+  cpu_set_t saved;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof saved, &saved), 0);
+  EXPECT_EQ(mp::cpu_count(), static_cast<unsigned>(CPU_COUNT(&saved)));
+  // Narrowed to one CPU (this thread only, restored below), the count follows.
+  int first = 0;
+  while (!CPU_ISSET(first, &saved))
+    ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  ASSERT_EQ(::sched_setaffinity(0, sizeof one, &one), 0);
+  const unsigned narrowed = mp::cpu_count();
+  ASSERT_EQ(::sched_setaffinity(0, sizeof saved, &saved), 0);
+  EXPECT_EQ(narrowed, 1u);
+}
+#endif
+
+TEST(posix_resources, shared_blocks_are_counted) {
+#if defined(__linux__)
+  // The leak checks see the library's memfds, held as descriptors and as mappings.
+  const auto before = multiproc_test::count_resources();
+  const int fd = ::memfd_create("multiproc-payload", MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, 4096), 0);
+  void* data = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(data, MAP_FAILED);
+  const auto held = multiproc_test::count_resources();
+  EXPECT_EQ(held.shared_block_descriptors, before.shared_block_descriptors + 1);
+  EXPECT_EQ(held.shared_block_mappings, before.shared_block_mappings + 1);
+  ::close(fd);
+  const auto mapped = multiproc_test::count_resources();
+  EXPECT_EQ(mapped.shared_block_descriptors, before.shared_block_descriptors);
+  EXPECT_EQ(mapped.shared_block_mappings, before.shared_block_mappings + 1);
+  EXPECT_FALSE(multiproc_test::same_resources(before, std::chrono::seconds(0)));
+  ::munmap(data, 4096);
+  EXPECT_TRUE(multiproc_test::same_resources(before));
+#else
+  GTEST_SKIP() << "shared blocks are memfds on Linux only";
+#endif
 }
 
 }  // namespace

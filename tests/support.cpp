@@ -8,7 +8,9 @@ namespace multiproc_test {
 std::string describe(const resource_counts& c) {
   std::ostringstream out;
   out << c.descriptors << " descriptors, " << c.zombies << " zombies, " << c.children
-      << " live children, " << c.shared_segments << " shared-memory segments";
+      << " live children, " << c.shared_segments << " shared-memory segments, "
+      << c.shared_block_descriptors << " shared-block descriptors, " << c.shared_block_mappings
+      << " shared-block mappings";
   return out.str();
 }
 
@@ -17,8 +19,7 @@ std::string describe(const resource_counts& c) {
   resource_counts after;
   const bool settled = within(settle, [&] {
     after = count_resources();
-    return after.descriptors == before.descriptors && after.zombies == before.zombies &&
-           after.children == before.children && after.shared_segments == before.shared_segments;
+    return after == before;
   });
   if (settled) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()

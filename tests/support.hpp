@@ -13,12 +13,16 @@
 namespace multiproc_test {
 
 /// What this process holds that a leak would show: open descriptors (handles on Windows),
-/// zombie children, live children, shared-memory segments of this user.
+/// zombie children, live children, shared-memory segments of this user, and (Linux) the
+/// library's shared blocks: memfd descriptors this process holds and memfd mappings it has.
 struct resource_counts {
   int descriptors = 0;
   int zombies = 0;
   int children = 0;
   int shared_segments = 0;
+  int shared_block_descriptors = 0;
+  int shared_block_mappings = 0;
+  bool operator==(const resource_counts&) const = default;
 };
 resource_counts count_resources();
 std::string describe(const resource_counts& counts);

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <string>
 
 #include "support.hpp"
 
@@ -55,6 +56,42 @@ void count_children(int& live, int& zombies) {
   }
   ::closedir(proc);
 }
+/// What the library's shared blocks look like (src/posix/shm.cpp: memfd_create's name
+/// "multiproc-payload"): Linux shows a memfd as "/memfd:<name> (deleted)" both as a
+/// descriptor's link and as a mapping's path. Large payloads never appear in /dev/shm.
+constexpr char shared_block_prefix[] = "/memfd:multiproc";
+
+bool names_shared_block(const std::string& target) {
+  return target.rfind(shared_block_prefix, 0) == 0;
+}
+
+/// This process's descriptors that are the library's memfds.
+int count_shared_block_descriptors() {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return 0;
+  int count = 0;
+  while (dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    char target[256] = {};
+    const std::string link = std::string("/proc/self/fd/") + entry->d_name;
+    const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+    if (n > 0 && names_shared_block(std::string(target, static_cast<std::size_t>(n)))) ++count;
+  }
+  ::closedir(dir);
+  return count;
+}
+
+/// This process's mappings of the library's memfds (a block mapped from a peer holds no
+/// descriptor: only its mapping shows a leak).
+int count_shared_block_mappings() {
+  std::ifstream maps("/proc/self/maps");
+  int count = 0;
+  for (std::string line; std::getline(maps, line);) {
+    const auto path = line.find('/');
+    if (path != std::string::npos && names_shared_block(line.substr(path))) ++count;
+  }
+  return count;
+}
 }  // namespace
 
 resource_counts count_resources() {
@@ -62,6 +99,8 @@ resource_counts count_resources() {
   counts.descriptors = count_entries("/proc/self/fd", nullptr);
   count_children(counts.children, counts.zombies);
   counts.shared_segments = count_entries("/dev/shm", nullptr);
+  counts.shared_block_descriptors = count_shared_block_descriptors();
+  counts.shared_block_mappings = count_shared_block_mappings();
   return counts;
 }
 
