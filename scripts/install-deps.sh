@@ -16,7 +16,6 @@ for what in "${want[@]}"; do
       need /usr/bin/cmake cmake
       need /usr/bin/ninja ninja-build
       need /usr/bin/g++ g++
-      need /usr/include/boost/version.hpp libboost1.81-dev
       need /usr/include/cereal/cereal.hpp libcereal-dev
       need /usr/include/gtest/gtest.h libgtest-dev
       need /usr/include/gmock/gmock.h libgmock-dev
@@ -38,10 +37,6 @@ for what in "${want[@]}"; do
     *) echo "install-deps: unknown set '$what'" >&2; exit 2 ;;
   esac
 done
-# Boost 1.81 must be the one found: Debian's default libboost-dev is 1.74.
-if [ -e /usr/include/boost/version.hpp ] && ! grep -q '"1_81"' /usr/include/boost/version.hpp; then
-  packages+=(libboost1.81-dev)
-fi
 
 if [ ${#packages[@]} -eq 0 ]; then
   exit 0

@@ -17,7 +17,7 @@ set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
 
-# Header-only dependencies (cereal, Boost) come from the build machine's /usr/include. It is
+# Header-only dependencies (cereal) come from the build machine's /usr/include. It is
 # searched after MinGW's own headers (-idirafter), so glibc's headers never shadow them, and
 # since the compiler then reports it as one of its own directories, CMake drops the
 # -isystem /usr/include an imported target would otherwise add in front of MinGW's headers.
