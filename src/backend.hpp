@@ -47,6 +47,9 @@ class channel {
   /// Blocks until at least one byte is there; returns 0 at end of stream (peer closed).
   /// Throws std::system_error on any other failure.
   std::size_t read_some(void* buffer, std::size_t size);
+  /// True if read_some() would return at once (bytes are there, or the peer closed). Never
+  /// blocks, never throws. POSIX: poll() with no timeout; Windows: PeekNamedPipe.
+  bool readable_now() const noexcept;
   /// Writes every byte, blocking as needed. Throws std::system_error; a peer that is gone
   /// gives errc::broken_pipe (never SIGPIPE).
   void write_all(const void* data, std::size_t size);

@@ -127,8 +127,23 @@ void refuse_to_wait_forever_in_a_callback(const result_state& state) {
 
 }  // namespace
 
+namespace {
+/// Threads blocked waiting for a result, in any pool: while there are some, a supervisor
+/// whose worker is about to answer a short task watches for the answer instead of sleeping.
+std::atomic<int> blocked_waiters{0};
+
+struct counted_as_blocked {
+  counted_as_blocked() { blocked_waiters.fetch_add(1, std::memory_order_relaxed); }
+  ~counted_as_blocked() { blocked_waiters.fetch_sub(1, std::memory_order_relaxed); }
+  counted_as_blocked(const counted_as_blocked&) = delete;
+  counted_as_blocked& operator=(const counted_as_blocked&) = delete;
+};
+}  // namespace
+
 void state_wait(result_state& state) {
   refuse_to_wait_forever_in_a_callback(state);
+  if (state.ready()) return;
+  const counted_as_blocked counted;
   state.wait();
 }
 bool state_wait_for(result_state& state, std::chrono::nanoseconds timeout) {
@@ -136,6 +151,8 @@ bool state_wait_for(result_state& state, std::chrono::nanoseconds timeout) {
     state_wait(state);
     return true;
   }
+  if (state.ready()) return true;
+  const counted_as_blocked counted;
   return state.wait_for(timeout);
 }
 bool state_ready(const result_state& state) noexcept {
@@ -215,6 +232,8 @@ struct worker_slot {
   int failed_starts = 0;
   std::string outbox;
   std::thread thread;
+  /// in_flight.size(), readable without the pool's mutex (by the supervisor's brief watch).
+  std::atomic<std::size_t> in_flight_count{0};
 };
 
 }  // namespace
@@ -331,6 +350,7 @@ struct pool_impl {
     }
     slot.in_flight_bytes += t.wire_size();
     slot.in_flight.push_back(std::move(t));
+    slot.in_flight_count.store(slot.in_flight.size(), std::memory_order_relaxed);
     ++slot.tasks_sent;
     if (options.maxtasksperchild != 0 && slot.tasks_sent >= options.maxtasksperchild) {
       append_stop(slot);
@@ -429,6 +449,7 @@ struct pool_impl {
       for (auto& t : s->in_flight)
         fail_later_locked(std::move(t), error);
       s->in_flight.clear();
+      s->in_flight_count.store(0, std::memory_order_relaxed);
       s->in_flight_bytes = 0;
       s->accepting = false;
     }
@@ -520,6 +541,31 @@ struct pool_impl {
     supervised_pool = nullptr;
   }
 
+  /// How long a supervisor may watch its channel for an answer before it blocks: a worker's
+  /// answer to a short task arrives within about one wake-up, and catching it awake saves
+  /// the caller a second one (worker -> supervisor -> caller becomes worker -> caller's
+  /// supervisor, already running). Zero for long or unknown tasks: nothing to gain there.
+  int watch_budget_us() const {
+    if (average_task_us < 0 || average_task_us >= 50) return 0;
+    return 60 + static_cast<int>(2 * average_task_us);
+  }
+  std::atomic<int> watch_us{0};
+
+  /// Watches the channel (without blocking) for up to watch_us while someone is blocked on a
+  /// result and this worker has tasks: returns as soon as it is readable, or when the time is
+  /// up; the caller then reads (blocking) as usual.
+  void watch_briefly(worker_slot& slot) {
+    const int budget = watch_us.load(std::memory_order_relaxed);
+    if (budget <= 0 || blocked_waiters.load(std::memory_order_relaxed) == 0 ||
+        slot.in_flight_count.load(std::memory_order_relaxed) == 0) {
+      return;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(budget);
+    while (!slot.channel.readable_now()) {
+      if (std::chrono::steady_clock::now() >= deadline) return;
+    }
+  }
+
   /// Reads the worker's frames until its end of stream, settling results in batches.
   void read_results(worker_slot& slot) {
     frame_reader reader(slot.channel);
@@ -530,7 +576,9 @@ struct pool_impl {
     frame_header header{};
     const char* body = nullptr;
     try {
-      while (reader.next(header, body)) {
+      for (;;) {
+        if (!reader.has_buffered_frame()) watch_briefly(slot);
+        if (!reader.next(header, body)) break;
         switch (header.kind) {
           case frame_kind::ready: {
             std::lock_guard<std::mutex> guard(mutex);
@@ -622,10 +670,12 @@ struct pool_impl {
         slot.in_flight_bytes -= t.wire_size();
         const double sample = elapsed[i];
         average_task_us = average_task_us < 0 ? sample : 0.8 * average_task_us + 0.2 * sample;
+        watch_us.store(watch_budget_us(), std::memory_order_relaxed);
         batch[i].state = std::move(t.state);
         batch[i].part = t.part;
         ready.push_back(std::move(batch[i]));
       }
+      slot.in_flight_count.store(slot.in_flight.size(), std::memory_order_relaxed);
       if (!releases.empty()) {
         slot.outbox += releases;
         releases.clear();
@@ -670,6 +720,7 @@ struct pool_impl {
       slot.in_flight.clear();
       slot.in_flight_bytes = 0;
     }
+    slot.in_flight_count.store(0, std::memory_order_relaxed);
     if (!slot.ready_seen && phase != phase::terminating && !broken) {
       if (++slot.failed_starts >= start_attempts) {
         break_locked(std::make_exception_ptr(start_error(

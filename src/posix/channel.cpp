@@ -1,5 +1,6 @@
 // POSIX channels: two pipes, close-on-exec from birth, SIGPIPE never delivered.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -104,6 +105,11 @@ std::size_t channel::read_some(void* buffer, std::size_t size) {
     if (errno == EINTR) continue;
     throw posix::last_error("multiproc: reading from a channel");
   }
+}
+
+bool channel::readable_now() const noexcept {
+  pollfd p{static_cast<int>(read_), POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0;  // POLLIN, or POLLHUP/POLLERR: a read would not wait either
 }
 
 void channel::write_all(const void* data, std::size_t size) {

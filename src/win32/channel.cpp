@@ -36,6 +36,14 @@ std::size_t channel::read_some(void* buffer, std::size_t size) {
   }
 }
 
+bool channel::readable_now() const noexcept {
+  DWORD available = 0;
+  if (!PeekNamedPipe(as_handle(read_), nullptr, 0, nullptr, &available, nullptr)) {
+    return true;  // broken pipe (the writer is gone): a read returns end of stream at once
+  }
+  return available != 0;
+}
+
 void channel::write_all(const void* data, std::size_t size) {
   const char* next = static_cast<const char*>(data);
   while (size != 0) {
