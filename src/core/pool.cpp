@@ -541,10 +541,11 @@ struct pool_impl {
     supervised_pool = nullptr;
   }
 
-  /// How long a supervisor may watch its channel for an answer before it blocks: a worker's
-  /// answer to a short task arrives within about one wake-up, and catching it awake saves
-  /// the caller a second one (worker -> supervisor -> caller becomes worker -> caller's
-  /// supervisor, already running). Zero for long or unknown tasks: nothing to gain there.
+  /// How long a supervisor may watch its channel for an answer before it blocks. The answer
+  /// to a short task comes within about one wake-up; a supervisor still awake to read it
+  /// spares the waiting caller one of the three wake-ups on its path (worker, supervisor,
+  /// caller), leaving the two a plain pipe round trip has. Zero for long or unknown tasks:
+  /// nothing to gain there.
   int watch_budget_us() const {
     if (average_task_us < 0 || average_task_us >= 50) return 0;
     return 60 + static_cast<int>(2 * average_task_us);
