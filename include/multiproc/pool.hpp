@@ -75,6 +75,11 @@ MULTIPROC_API std::shared_ptr<pool_impl> make_pool(const pool_options& options);
 /// Submits one call; the returned state has one part.
 MULTIPROC_API std::shared_ptr<result_state> pool_submit(pool_impl& pool, const call_spec& call);
 /// Submits calls as the parts of one state, in order (a map); `count` may be 0.
+/// As pool_submit_parts, for a caller that waits for the result anyway (map, starmap): past
+/// 64 MiB of encoded parts waiting for a worker, the rest is encoded as workers take parts.
+MULTIPROC_API std::shared_ptr<result_state> pool_submit_parts_paced(pool_impl& pool,
+                                                                    const call_spec* calls,
+                                                                    std::size_t count);
 MULTIPROC_API std::shared_ptr<result_state> pool_submit_parts(pool_impl& pool,
                                                               const call_spec* calls,
                                                               std::size_t count);
@@ -386,10 +391,14 @@ class MULTIPROC_API pool {
   /// Calls target(item) for every item of `items`, in chunks of `chunksize` (0: Python's
   /// rule, ceil(len / (4 * workers))), and returns the results in order. If a chunk fails,
   /// rethrows its error once every chunk has finished (the first failed one in input order).
-  /// An exception the input range throws propagates before anything is submitted.
+  /// An exception the input range throws propagates before anything is submitted. Past
+  /// 64 MiB of encoded chunks waiting for a worker, the rest are encoded only as workers take
+  /// chunks, so a huge input is not held twice (as Python pickles chunks lazily); a chunk
+  /// that then cannot be encoded fails with mp::serialization_error, and so do those after it.
   template <class F, class Range>
   auto map(F&& target, const Range& items, std::size_t chunksize = 0) {
-    return map_async(std::forward<F>(target), items, chunksize).get();
+    static_assert(detail::check_map_target<F, false>());
+    return submit_map<false>(std::forward<F>(target), items, chunksize, true).get();
   }
   /// The future of map(); ready once every chunk has finished. Every chunk is encoded before
   /// it returns. Throws, with nothing submitted: what iterating `items` throws (a range not
@@ -405,7 +414,8 @@ class MULTIPROC_API pool {
   /// map() for targets of several arguments: each item is a tuple (or pair) of arguments.
   template <class F, class Range>
   auto starmap(F&& target, const Range& items, std::size_t chunksize = 0) {
-    return starmap_async(std::forward<F>(target), items, chunksize).get();
+    static_assert(detail::check_map_target<F, true>());
+    return submit_map<true>(std::forward<F>(target), items, chunksize, true).get();
   }
   /// The future of starmap(). Throws as map_async(): the input range's exceptions,
   /// mp::serialization_error, mp::state_error after close() or terminate(), a broken pool's
@@ -457,7 +467,7 @@ class MULTIPROC_API pool {
   const std::shared_ptr<detail::pool_impl>& impl() const;
 
   template <bool Star, class F, class Range>
-  auto submit_map(F&& target, const Range& items, std::size_t chunksize) {
+  auto submit_map(F&& target, const Range& items, std::size_t chunksize, bool paced = false) {
     using P = detail::pointer_of<F>;
     using R = detail::result_of<F>;
     using Item = detail::item_of<F, Star>;
@@ -494,9 +504,9 @@ class MULTIPROC_API pool {
                        reinterpret_cast<detail::raw_function>(function), &detail::write_chunk<Item>,
                        &view});
     }
-    return async_result<std::vector<R>>(
-        detail::pool_submit_parts(*impl(), calls.data(), calls.size()),
-        &detail::chunks_decoder<R>::decode);
+    auto state = paced ? detail::pool_submit_parts_paced(*impl(), calls.data(), calls.size())
+                       : detail::pool_submit_parts(*impl(), calls.data(), calls.size());
+    return async_result<std::vector<R>>(std::move(state), &detail::chunks_decoder<R>::decode);
   }
 
   template <class F, class Range>

@@ -33,6 +33,10 @@ class result_state {
   /// The pool whose supervisors settle this state.
   const void* owner() const noexcept { return owner_; }
 
+  /// Encoded bytes of this state's parts still queued in the pool (not yet with a worker);
+  /// guarded by the pool's mutex.
+  std::size_t waiting_bytes = 0;
+
   struct part {
     std::string bytes;
     os::shared_block block;
@@ -206,6 +210,7 @@ struct task {
   std::string body;
   os::shared_block block;
   std::size_t block_size = 0;
+  std::size_t encoded_bytes = 0;  // body or block: what waits in memory until a worker has it
   std::size_t wire_size() const { return sizeof(frame_header) + (block ? 16 : body.size()); }
 };
 
@@ -254,13 +259,18 @@ struct pool_impl {
   std::exception_ptr broken;
   double average_task_us = -1;
   std::size_t live_threads = 0;
+  int paced_submitters = 0;  // submit_the_rest() callers waiting for parts to be dispatched
   std::mutex threads_mutex;
 
   ~pool_impl() { join_threads(); }
 
   // -- submission --------------------------------------------------------------------------
 
-  std::shared_ptr<result_state> submit(const call_spec* calls, std::size_t count) {
+  /// Encodes and queues `count` calls as the parts of one result. `paced` (a map the caller
+  /// waits for anyway): once the encoded parts waiting for a worker pass waiting_budget, the
+  /// rest is encoded only as workers take parts, so a huge map is not held twice.
+  std::shared_ptr<result_state> submit(const call_spec* calls, std::size_t count,
+                                       bool paced = false) {
     auto state = std::make_shared<result_state>(count, this);
     if (count == 0) {
       // Nothing to run, but a closed or broken pool still says so, as Python's does.
@@ -268,23 +278,87 @@ struct pool_impl {
       check_accepting_locked();
       return state;
     }
-    std::vector<task> tasks(count);
-    for (std::size_t i = 0; i < count; ++i) {
-      task& t = tasks[i];
-      t.state = state;
-      t.part = i;
-      encode_call_body(calls[i], t.body, 0, true, t.block, t.block_size);
+    // Up front, as many parts as fit the budget (all of them unless paced): an error here
+    // throws with nothing submitted.
+    // Not inside one of this pool's callbacks: waiting there for parts to be dispatched could
+    // wait for this very thread.
+    paced = paced && !on_own_supervisor();
+    std::vector<task> tasks;
+    tasks.reserve(paced ? std::min<std::size_t>(count, 64) : count);
+    std::size_t encoded = 0;
+    while (tasks.size() < count && (!paced || encoded <= waiting_budget)) {
+      const std::size_t part = tasks.size();
+      task& t = tasks.emplace_back();
+      encoded += encode_part(calls, part, state, t);
     }
     std::unique_lock<std::mutex> lock(mutex);
     check_accepting_locked();
     for (auto& t : tasks) {
       t.id = next_id++;
+      state->waiting_bytes += t.encoded_bytes;
       pending.push_back(std::move(t));
     }
+    // Every part counts from now, queued or not: join() waits for all of them.
     outstanding += count;
     dispatch_locked();
     settle_deferred(lock);
+    if (tasks.size() < count) submit_the_rest(calls, count, tasks.size(), state, lock);
     return state;
+  }
+
+  /// Encoded bytes of one paced submission that may wait for a worker.
+  static constexpr std::size_t waiting_budget = std::size_t{64} << 20;
+
+  std::size_t encode_part(const call_spec* calls, std::size_t part,
+                          const std::shared_ptr<result_state>& state, task& t) {
+    t.state = state;
+    t.part = part;
+    encode_call_body(calls[part], t.body, 0, true, t.block, t.block_size);
+    t.encoded_bytes = t.block ? t.block_size : t.body.size();
+    return t.encoded_bytes;
+  }
+
+  /// The paced rest of submit(), with the lock held: waits while the state's waiting parts
+  /// exceed the budget, then encodes (without the lock) and queues the next part. The parts
+  /// already count as outstanding, so a close() meanwhile does not stop them; if encoding
+  /// fails, or the pool is terminated or broken, the parts not queued fail with that error
+  /// (map()'s get() then throws the first failed part's error, in input order).
+  void submit_the_rest(const call_spec* calls, std::size_t count, std::size_t next,
+                       const std::shared_ptr<result_state>& state,
+                       std::unique_lock<std::mutex>& lock) {
+    std::exception_ptr failure;
+    while (next < count) {
+      ++paced_submitters;
+      changed.wait(lock, [&] {
+        return state->waiting_bytes <= waiting_budget || phase == phase::terminating || broken;
+      });
+      --paced_submitters;
+      if (phase == phase::terminating || broken) {
+        failure = broken ? broken
+                         : std::make_exception_ptr(state_error(
+                               "pool: the task was cancelled because the pool was terminated"));
+        break;
+      }
+      lock.unlock();
+      task t;
+      try {
+        encode_part(calls, next, state, t);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      lock.lock();
+      if (failure) break;
+      t.id = next_id++;
+      state->waiting_bytes += t.encoded_bytes;
+      pending.push_back(std::move(t));
+      ++next;
+      dispatch_locked();
+      settle_deferred(lock);
+    }
+    if (next == count) return;
+    for (; next < count; ++next)
+      deferred.push_back({state, next, {}, {}, 0, failure});
+    settle_deferred(lock);
   }
 
   void check_accepting_locked() {
@@ -323,9 +397,11 @@ struct pool_impl {
     }
     for (auto& s : slots)
       flush_outbox_locked(*s);
+    if (paced_submitters != 0) changed.notify_all();
   }
 
   void queue_task_locked(worker_slot& slot, task t) {
+    t.state->waiting_bytes -= t.encoded_bytes;  // it leaves the queue, sent or failed
     std::string& out = slot.outbox;
     if (t.block) {
       std::uint64_t token = 0;
@@ -716,6 +792,7 @@ struct pool_impl {
                           std::make_exception_ptr(worker_lost(slot.child.pid(), code)));
       }
       for (auto it = slot.in_flight.rbegin(); it != slot.in_flight.rend(); ++it) {
+        it->state->waiting_bytes += it->encoded_bytes;
         pending.push_front(std::move(*it));
       }
       slot.in_flight.clear();
@@ -819,6 +896,10 @@ std::shared_ptr<result_state> pool_submit(pool_impl& pool, const call_spec& call
 std::shared_ptr<result_state> pool_submit_parts(pool_impl& pool, const call_spec* calls,
                                                 std::size_t count) {
   return pool.submit(calls, count);
+}
+std::shared_ptr<result_state> pool_submit_parts_paced(pool_impl& pool, const call_spec* calls,
+                                                      std::size_t count) {
+  return pool.submit(calls, count, true);
 }
 std::size_t pool_workers(const pool_impl& pool) noexcept {
   return pool.slots.size();
