@@ -45,6 +45,9 @@ std::map<std::string, std::vector<int>> histogram(std::vector<std::string> words
     result[words[i]].push_back(static_cast<int>(i));
   return result;
 }
+long worker_id(int) {
+  return mp::this_process::id();
+}
 int nap_ms(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return ms;
@@ -250,6 +253,27 @@ TEST_P(pool_conformance, callback_may_close_and_join_its_pool) {
   EXPECT_THROW(pool.apply(square, 1), mp::state_error);
   pool.join();  // again, from this thread: returns at once
   EXPECT_TRUE(multiproc_test::same_resources(before));
+}
+
+TEST_P(pool_conformance, callback_join_while_the_owner_joins_neither_deadlocks_nor_leaves_workers) {
+  mp::pool pool(options(1));
+  const long worker_pid = pool.apply(worker_id, 0);
+  std::atomic<bool> owner_joining{false};
+  std::promise<void> callback_done;
+  pool.apply_async(nap_ms, 100).then([&](int) {
+    while (!owner_joining.load())
+      std::this_thread::yield();  // the owner is about to join
+    pool.join();  // closed already: requests the stop, returns (it cannot join itself)
+    callback_done.set_value();
+  });
+  pool.close();
+  owner_joining.store(true);
+  auto joined = std::async(std::launch::async, [&] { pool.join(); });
+  ASSERT_EQ(joined.wait_for(30s), std::future_status::ready)  // hang guard
+      << "join() in the owner and in a callback at once deadlocked";
+  EXPECT_EQ(callback_done.get_future().wait_for(0s), std::future_status::ready);
+  // join() returned: every worker has exited and been reaped, nothing runs on in the back.
+  EXPECT_FALSE(multiproc_test::process_running(worker_pid));
 }
 
 TEST_P(pool_conformance, callback_may_drop_its_pool_and_submitted_work_still_finishes) {

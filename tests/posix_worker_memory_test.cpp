@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -76,11 +77,26 @@ long size_of(maybe_poisoned item) {
   return static_cast<long>(item.data.size());
 }
 
+/// A payload that is slow to encode (as a large user type can be), so a test can act while
+/// the caller is encoding the next chunk of a paced map.
+struct slow_to_encode {
+  std::vector<char> data;
+  template <class Archive>
+  void save(Archive& archive) const {
+    std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    archive(data);
+  }
+  template <class Archive>
+  void load(Archive& archive) {
+    archive(data);
+  }
+};
+
 /// Marks that it started, then naps: a chunk the test can terminate the pool under.
-long mark_then_nap(std::string marker, std::vector<char> payload) {
+long mark_then_nap(std::string marker, slow_to_encode payload) {
   std::ofstream(marker) << "started\n";
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  return static_cast<long>(payload.size());
+  return static_cast<long>(payload.data.size());
 }
 
 /// In the worker, with the argument decoded and alive: the peak since the reset.
@@ -148,12 +164,13 @@ TEST(posix_worker_memory, an_item_that_cannot_be_encoded_late_in_a_paced_map_fai
 }
 
 TEST(posix_worker_memory, terminate_during_a_paced_map_fails_it_with_state_error) {
-  // The caller is still encoding chunks (paced) when another thread terminates the pool: the
-  // chunks not yet queued fail as cancelled, and map() throws instead of waiting.
+  // The caller is still encoding chunks (paced, each 40 ms) when another thread terminates
+  // the pool as the first chunk starts: the part being encoded and those after it fail as
+  // cancelled, and map() throws instead of waiting for a worker that never comes.
   const std::string marker = multiproc_test::temporary_path("paced-map-started");
-  std::vector<std::tuple<std::string, std::vector<char>>> items;
-  for (int i = 0; i < 16; ++i)
-    items.emplace_back(marker, std::vector<char>(std::size_t{8} << 20, 3));
+  std::vector<std::tuple<std::string, slow_to_encode>> items;
+  for (int i = 0; i < 12; ++i)
+    items.emplace_back(marker, slow_to_encode{std::vector<char>(std::size_t{8} << 20, 3)});
   const auto before = multiproc_test::count_resources();
   {
     mp::pool pool(mp::pool_options{1, {}, 0, multiproc_test::pool_methods().front()});
@@ -162,10 +179,14 @@ TEST(posix_worker_memory, terminate_during_a_paced_map_fails_it_with_state_error
                              [&] { return std::ifstream(marker).good(); });
       pool.terminate();
     });
-    const auto start = std::chrono::steady_clock::now();
-    EXPECT_THROW((void)pool.starmap(mark_then_nap, items, 1), mp::state_error);
+    auto mapped = std::async(std::launch::async, [&] {
+      EXPECT_THROW((void)pool.starmap(mark_then_nap, items, 1), mp::state_error);
+    });
+    if (mapped.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+      ADD_FAILURE() << "map() never returned after terminate()";  // hang guard
+      std::_Exit(1);
+    }
     terminator.join();
-    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));  // hang guard
   }
   std::remove(marker.c_str());
   EXPECT_TRUE(multiproc_test::same_resources(before));

@@ -452,8 +452,10 @@ class MULTIPROC_API pool {
   void close();
   /// Waits until every submitted task has finished and the workers have exited. Only after
   /// close() or terminate(); otherwise throws mp::state_error. Inside one of this pool's own
-  /// callbacks it cannot wait for tasks still running (their results are read by that very
-  /// thread): it then asks the pool to stop once they finish and throws mp::state_error.
+  /// callbacks it cannot wait for its own thread: with nothing outstanding it sends the
+  /// workers their stop and returns (the pool's owner joins the threads, as ~pool does); with
+  /// tasks still running (their results are read by that very thread) it asks the pool to
+  /// stop once they finish and throws mp::state_error.
   void join();
   /// Stops the workers now (SIGTERM, then SIGKILL after a short grace; TerminateProcess on
   /// Windows), fails every pending result with mp::state_error, and reaps every worker

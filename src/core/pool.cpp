@@ -262,7 +262,16 @@ struct pool_impl {
   int paced_submitters = 0;  // submit_the_rest() callers waiting for parts to be dispatched
   std::mutex threads_mutex;
 
-  ~pool_impl() { join_threads(); }
+  ~pool_impl() {
+    // The last reference can go at the end of a supervisor's own thread: that one cannot be
+    // joined from itself, and is about to end anyway.
+    for (auto& s : slots) {
+      if (s->thread.joinable() && s->thread.get_id() == std::this_thread::get_id()) {
+        s->thread.detach();
+      }
+    }
+    join_threads();
+  }
 
   // -- submission --------------------------------------------------------------------------
 
@@ -347,6 +356,14 @@ struct pool_impl {
         failure = std::current_exception();
       }
       lock.lock();
+      if (!failure && (phase == phase::terminating || broken)) {
+        // Terminated or broken while this part was being encoded: everything queued has been
+        // failed already, and this part must not wait in the queue for a worker that never
+        // comes.
+        failure = broken ? broken
+                         : std::make_exception_ptr(state_error(
+                               "pool: the task was cancelled because the pool was terminated"));
+      }
       if (failure) break;
       t.id = next_id++;
       state->waiting_bytes += t.encoded_bytes;
@@ -812,18 +829,13 @@ struct pool_impl {
     settle_deferred(lock);
   }
 
-  /// Joins the supervisors, once, whichever threads ask. A supervisor asking (a callback
-  /// that joins or drops the pool) detaches itself instead: it ends on its own once the pool
-  /// is stopping, and the reference it holds keeps the pool alive until then.
+  /// Joins the supervisors, once, whichever threads ask. Never called on a supervisor (a
+  /// callback that joins or terminates its pool leaves the joining to the pool's owner or to
+  /// ~pool_impl), so the lock is never held by a thread another joiner waits for.
   void join_threads() {
     std::lock_guard<std::mutex> lock(threads_mutex);
     for (auto& s : slots) {
-      if (!s->thread.joinable()) continue;
-      if (s->thread.get_id() == std::this_thread::get_id()) {
-        s->thread.detach();
-      } else {
-        s->thread.join();
-      }
+      if (s->thread.joinable()) s->thread.join();
     }
   }
 
@@ -981,6 +993,9 @@ void pool::join() {
           "callback's thread is the one that reads their results (the pool still finishes "
           "them and stops)");
     }
+    // Inside a callback nothing is outstanding now, and the workers have their stop frames;
+    // this thread cannot join itself, so whoever owns the pool joins the threads later.
+    if (p.on_own_supervisor()) return;
     p.changed.wait(lock, [&] { return p.outstanding == 0; });
   }
   p.join_threads();
@@ -1003,6 +1018,7 @@ void pool::terminate() {
       for (auto& s : p.slots)
         s->child.kill();
     }
+    if (p.on_own_supervisor()) return;  // as in join(): the owner joins the threads later
   }
   p.join_threads();
 }
