@@ -19,6 +19,12 @@ namespace multiproc::detail::os {
 using native_handle = std::intptr_t;
 inline constexpr native_handle invalid_handle = -1;
 
+/// Which descriptors a process holds as its own: POSIX counts the fork clean-ups this
+/// process went through (a forked child closes the library's descriptors it inherited, so an
+/// object from before the fork must never close its number again: the program may be using
+/// it by now). Windows: always 0 (handles are not inherited that way).
+unsigned descriptor_generation() noexcept;
+
 // ---------------------------------------------------------------------------------------------
 // Channels
 
@@ -31,12 +37,14 @@ class channel {
       : read_(read_end), write_(write_end) {}
   channel(channel&& other) noexcept
       : read_(std::exchange(other.read_, invalid_handle)),
-        write_(std::exchange(other.write_, invalid_handle)) {}
+        write_(std::exchange(other.write_, invalid_handle)),
+        generation_(other.generation_) {}
   channel& operator=(channel&& other) noexcept {
     if (this != &other) {
       close();
       read_ = std::exchange(other.read_, invalid_handle);
       write_ = std::exchange(other.write_, invalid_handle);
+      generation_ = other.generation_;
     }
     return *this;
   }
@@ -66,6 +74,7 @@ class channel {
  private:
   native_handle read_ = invalid_handle;
   native_handle write_ = invalid_handle;
+  unsigned generation_ = descriptor_generation();
 };
 
 /// A connected pair: `first` is the parent's end, `second` the child's. Throws start_error.
@@ -113,6 +122,7 @@ class child {
   std::optional<int> exit_code_;
   int signal_sent_ = 0;  // Windows: which request ended it, so it reads back as -SIGTERM/-SIGKILL
   int waiters_ = 0;      // POSIX: threads inside wait(), which may be polling the pidfd
+  unsigned generation_ = descriptor_generation();
 };
 
 /// Which parts a child should tie to its parent's life.
@@ -189,13 +199,15 @@ class shared_block {
   shared_block(shared_block&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)),
         size_(std::exchange(other.size_, 0)),
-        handle_(std::exchange(other.handle_, invalid_handle)) {}
+        handle_(std::exchange(other.handle_, invalid_handle)),
+        generation_(other.generation_) {}
   shared_block& operator=(shared_block&& other) noexcept {
     if (this != &other) {
       release();
       data_ = std::exchange(other.data_, nullptr);
       size_ = std::exchange(other.size_, 0);
       handle_ = std::exchange(other.handle_, invalid_handle);
+      generation_ = other.generation_;
     }
     return *this;
   }
@@ -242,6 +254,7 @@ class shared_block {
   char* data_ = nullptr;
   std::size_t size_ = 0;
   native_handle handle_ = invalid_handle;
+  unsigned generation_ = descriptor_generation();
 };
 
 }  // namespace multiproc::detail::os

@@ -19,11 +19,8 @@ namespace posix {
 namespace {
 constexpr int descriptor_slots = 16384;
 std::atomic<int> registered[descriptor_slots];  // fd + 1; 0 = free (constant-initialised)
-// Set in a forked child once it closed the descriptors it inherited from the library: the
-// objects it inherited still hold those numbers, which the program may have reused since.
-std::atomic<bool> inherited_descriptors_closed{false};
-// A descriptor that found the table full was never registered, yet is the library's to close.
-std::atomic<bool> table_overflowed{false};
+// Counts the fork clean-ups this process went through (see descriptor_generation()).
+std::atomic<unsigned> generation{0};
 }  // namespace
 
 void register_descriptor(int fd) noexcept {
@@ -32,7 +29,6 @@ void register_descriptor(int fd) noexcept {
     if (slot.compare_exchange_strong(expected, fd + 1)) return;
   }
   // Table full: the descriptor stays unregistered; a forked child may then hold it.
-  table_overflowed.store(true);
 }
 
 bool unregister_descriptor(int fd) noexcept {
@@ -43,14 +39,15 @@ bool unregister_descriptor(int fd) noexcept {
   return false;
 }
 
-void close_registered(int fd) noexcept {
+void close_registered(int fd, unsigned opened_in) noexcept {
   // Under the lock: a fork between unregistering and closing would hand the child a
   // descriptor it does not know to close (a sibling's pipe end, hiding that sibling's death).
   const creating_descriptors guard;
-  const bool ours = unregister_descriptor(fd);
-  // After a fork, a number that is no longer registered was closed by the child's clean-up
-  // and may now be one of the program's own files: never close it.
-  if (ours || (table_overflowed.load() && !inherited_descriptors_closed.load())) ::close(fd);
+  // Opened before a fork clean-up this process went through: closed by it already, and the
+  // number may be one of the program's own files, or a new descriptor of the library, now.
+  if (opened_in != generation.load()) return;
+  unregister_descriptor(fd);
+  ::close(fd);
 }
 
 std::shared_mutex& descriptor_creation_mutex() {
@@ -59,7 +56,7 @@ std::shared_mutex& descriptor_creation_mutex() {
 }
 
 void close_registered_descriptors(int keep_a, int keep_b) noexcept {
-  inherited_descriptors_closed.store(true);
+  generation.fetch_add(1);
   for (auto& slot : registered) {
     const int fd = slot.load() - 1;
     if (fd < 0 || fd == keep_a || fd == keep_b) continue;
@@ -69,12 +66,16 @@ void close_registered_descriptors(int keep_a, int keep_b) noexcept {
 }
 }  // namespace posix
 
+unsigned descriptor_generation() noexcept {
+  return posix::generation.load();
+}
+
 namespace {
 thread_local bool broken_pipe_blocked_for_good = false;
 
-void close_descriptor(native_handle& fd) noexcept {
+void close_descriptor(native_handle& fd, unsigned opened_in) noexcept {
   if (fd < 0) return;
-  posix::close_registered(static_cast<int>(fd));
+  posix::close_registered(static_cast<int>(fd), opened_in);
   fd = invalid_handle;
 }
 
@@ -161,13 +162,13 @@ std::size_t channel::write_capacity() const noexcept {
 
 void channel::close() noexcept {
   if (read_ == write_) write_ = invalid_handle;
-  close_descriptor(read_);
-  close_descriptor(write_);
+  close_descriptor(read_, generation_);
+  close_descriptor(write_, generation_);
 }
 
 void channel::close_write() noexcept {
   if (write_ == read_) return;
-  close_descriptor(write_);
+  close_descriptor(write_, generation_);
 }
 
 std::pair<channel, channel> make_channel_pair() {

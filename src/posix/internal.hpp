@@ -13,11 +13,13 @@ namespace multiproc::detail::os::posix {
 void register_descriptor(int fd) noexcept;
 /// True if `fd` was registered (it is not any more).
 bool unregister_descriptor(int fd) noexcept;
-/// Unregisters and closes `fd` with no fork in between. In a forked child, a number that is
-/// no longer registered was closed by close_registered_descriptors and may be the program's
-/// own file by now: it is left alone.
-void close_registered(int fd) noexcept;
-/// In a forked child: closes every registered descriptor except `keep_a` and `keep_b`.
+/// Unregisters and closes `fd` with no fork in between, if it was opened in this process's
+/// current descriptor_generation(); an older one was closed by a fork clean-up already, and
+/// its number may belong to anything by now: it is left alone.
+void close_registered(int fd, unsigned opened_in) noexcept;
+/// In a forked child: closes every registered descriptor except `keep_a` and `keep_b`, and
+/// starts a new descriptor_generation() (the objects holding the kept two never close them:
+/// the child _exit()s with them).
 void close_registered_descriptors(int keep_a, int keep_b) noexcept;
 
 /// Held shared from creating a library descriptor until it is registered (or closed), and

@@ -116,25 +116,27 @@ child::child(child&& other) noexcept {
   handle_ = std::exchange(other.handle_, invalid_handle);
   exit_code_ = std::exchange(other.exit_code_, std::nullopt);
   signal_sent_ = std::exchange(other.signal_sent_, 0);
+  generation_ = other.generation_;
 }
 
 child& child::operator=(child&& other) noexcept {
   if (this != &other) {
     std::scoped_lock lock(mutex_, other.mutex_);
     if (handle_ >= 0) {
-      posix::close_registered(static_cast<int>(handle_));
+      posix::close_registered(static_cast<int>(handle_), generation_);
     }
     pid_ = std::exchange(other.pid_, 0);
     handle_ = std::exchange(other.handle_, invalid_handle);
     exit_code_ = std::exchange(other.exit_code_, std::nullopt);
     signal_sent_ = std::exchange(other.signal_sent_, 0);
+    generation_ = other.generation_;
   }
   return *this;
 }
 
 child::~child() {
   if (handle_ >= 0) {
-    posix::close_registered(static_cast<int>(handle_));
+    posix::close_registered(static_cast<int>(handle_), generation_);
   }
 }
 
@@ -155,7 +157,7 @@ bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
     ~leave_wait() {
       std::lock_guard<std::mutex> lock(self.mutex_);
       if (--self.waiters_ == 0 && self.exit_code_ && self.handle_ >= 0) {
-        posix::close_registered(static_cast<int>(self.handle_));
+        posix::close_registered(static_cast<int>(self.handle_), self.generation_);
         self.handle_ = invalid_handle;
       }
     }

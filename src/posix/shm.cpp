@@ -18,7 +18,7 @@ namespace multiproc::detail::os {
 void shared_block::release() noexcept {
   if (data_ != nullptr) ::munmap(data_, size_);
   if (handle_ >= 0) {
-    posix::close_registered(static_cast<int>(handle_));
+    posix::close_registered(static_cast<int>(handle_), generation_);
   }
   data_ = nullptr;
   size_ = 0;

@@ -214,6 +214,7 @@ child::child(child&& other) noexcept {
   handle_ = std::exchange(other.handle_, invalid_handle);
   exit_code_ = std::exchange(other.exit_code_, std::nullopt);
   signal_sent_ = std::exchange(other.signal_sent_, 0);
+  generation_ = other.generation_;
 }
 
 child& child::operator=(child&& other) noexcept {
@@ -224,6 +225,7 @@ child& child::operator=(child&& other) noexcept {
     handle_ = std::exchange(other.handle_, invalid_handle);
     exit_code_ = std::exchange(other.exit_code_, std::nullopt);
     signal_sent_ = std::exchange(other.signal_sent_, 0);
+    generation_ = other.generation_;
   }
   return *this;
 }

@@ -91,6 +91,10 @@ void unset_environment(const char* name) noexcept {
   }
 }
 
+unsigned descriptor_generation() noexcept {
+  return 0;  // no fork: a handle is never inherited behind an object's back
+}
+
 void random_bytes(void* buffer, std::size_t size) {
   auto* next = static_cast<unsigned char*>(buffer);
   while (size != 0) {
