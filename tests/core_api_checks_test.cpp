@@ -58,6 +58,19 @@ core::task_outcome run(const call_parts& parts) {
   return core::run_call_body(body.data(), body.size(), &result, 0, false, nullptr, nullptr);
 }
 
+/// Checks that the child refuses `parts` as bad arguments, saying `why`.
+::testing::AssertionResult refused(const call_parts& parts, const std::string& why) {
+  const auto outcome = run(parts);
+  if (outcome.status != core::result_status::bad_arguments) {
+    return ::testing::AssertionFailure() << "not refused: " << outcome.message;
+  }
+  if (outcome.message.find(why) == std::string::npos) {
+    return ::testing::AssertionFailure()
+           << "refused, but not saying \"" << why << "\": " << outcome.message;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace
 
 TEST(core_api_checks, an_honest_call_runs) {
@@ -71,19 +84,13 @@ TEST(core_api_checks, an_invoker_this_program_never_registered_is_refused) {
   auto parts = encoded_add_three(4);
   parts.invoker_module = parts.target_module;
   parts.invoker_offset = parts.target_offset;
-  const auto outcome = run(parts);
-  EXPECT_EQ(outcome.status, core::result_status::bad_arguments);
-  EXPECT_NE(outcome.message.find("invoker is not one this program instantiated"), std::string::npos)
-      << outcome.message;
+  EXPECT_TRUE(refused(parts, "invoker is not one this program instantiated"));
 }
 
 TEST(core_api_checks, a_target_outside_executable_code_is_refused) {
   auto parts = encoded_add_three(4);
   parts.target_offset = std::uint64_t{1} << 40;  // far past the end of any module
-  const auto outcome = run(parts);
-  EXPECT_EQ(outcome.status, core::result_status::bad_arguments);
-  EXPECT_NE(outcome.message.find("not in an executable mapping"), std::string::npos)
-      << outcome.message;
+  EXPECT_TRUE(refused(parts, "not in an executable mapping"));
 }
 
 TEST(core_api_checks, a_module_that_is_not_loaded_is_refused) {
