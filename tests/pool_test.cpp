@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <future>
 #include <map>
 #include <memory>
@@ -45,6 +47,16 @@ std::map<std::string, std::vector<int>> histogram(std::vector<std::string> words
     result[words[i]].push_back(static_cast<int>(i));
   return result;
 }
+/// Returns 1 once `path` exists (created by the test: an event in another process, so it is
+/// polled); 0 after a minute, as a hang guard.
+int wait_for_file(std::string path) {
+  for (int i = 0; i < 60000; ++i) {
+    if (std::ifstream(path).good()) return 1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return 0;
+}
+
 long worker_id(int) {
   return mp::this_process::id();
 }
@@ -295,22 +307,31 @@ TEST_P(pool_conformance, callback_may_drop_its_pool_and_submitted_work_still_fin
 }
 
 TEST_P(pool_conformance, waiting_inside_a_callback_for_an_unfinished_result_is_a_state_error) {
+  // Both tasks wait for files this test creates, so the order is certain: the callback is
+  // registered before `first` ends (it runs on the pool's thread), and `second` cannot be
+  // ready while the callback waits for it.
+  const std::string first_may_end = multiproc_test::temporary_path("callback-first");
+  const std::string second_may_end = multiproc_test::temporary_path("callback-second");
   mp::pool pool(options(1));
-  auto first = pool.apply_async(nap_ms, 200);
-  auto slow = pool.apply_async(nap_ms, 1000);  // the only worker runs it after `first`
+  auto first = pool.apply_async(wait_for_file, first_may_end);
+  auto second = pool.apply_async(wait_for_file, second_may_end);  // after `first`
   std::promise<std::string> outcome;
   first.then([&](int) {
     try {
-      slow.get();
+      second.get();
       outcome.set_value("returned");
     } catch (const mp::state_error&) {
       outcome.set_value("state_error");
     }
   });
+  std::ofstream(first_may_end) << "go\n";
   auto future = outcome.get_future();
   ASSERT_EQ(future.wait_for(30s), std::future_status::ready);  // hang guard
   EXPECT_EQ(future.get(), "state_error");
-  EXPECT_EQ(slow.get(), 1000);  // outside the callback the wait works
+  std::ofstream(second_may_end) << "go\n";
+  EXPECT_EQ(second.get(), 1);  // outside the callback the wait works
+  std::remove(first_may_end.c_str());
+  std::remove(second_may_end.c_str());
 }
 
 TEST_P(pool_conformance, successful_before_ready_is_a_state_error) {

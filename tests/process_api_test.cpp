@@ -39,24 +39,15 @@ TEST(process_api, targets_with_results_a_pool_refuses_still_run) {
   static_assert(!mp::is_transferable_v<not_serialisable>);
   static_assert(!mp::is_transferable_v<const int*>);
   for (const auto method : multiproc_test::available_methods()) {
-    mp::process plain(method, make_unserialisable, 0);
-    plain.start();
-    plain.join();
-    EXPECT_EQ(plain.exitcode(), 0);
-
-    mp::process with_code(method, make_unserialisable, 5);
-    with_code.start();
-    with_code.join();
-    EXPECT_EQ(with_code.exitcode(), 5);
-
-    mp::process pointer(method, return_a_pointer, 6);
-    pointer.start();
-    pointer.join();
-    EXPECT_EQ(pointer.exitcode(), 6);
-
-    mp::process move_only(method, return_move_only, 7);
-    move_only.start();
-    move_only.join();
-    EXPECT_EQ(move_only.exitcode(), 7);
+    const auto exit_code_of = [method](auto target, int code) {
+      mp::process p(method, target, code);
+      p.start();
+      p.join();
+      return p.exitcode();
+    };
+    EXPECT_EQ(exit_code_of(make_unserialisable, 0), 0);
+    EXPECT_EQ(exit_code_of(make_unserialisable, 5), 5);
+    EXPECT_EQ(exit_code_of(return_a_pointer, 6), 6);
+    EXPECT_EQ(exit_code_of(return_move_only, 7), 7);
   }
 }
