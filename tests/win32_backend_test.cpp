@@ -2,13 +2,8 @@
 // Windows conventions through the public API (exit codes, inheritance, UTF-16 paths).
 #if defined(_WIN32)
 
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
+// The backend's own Windows preamble (<windows.h> as it uses it) and the seam.
+#include "../src/win32/internal.hpp"
 
 #include <stdlib.h>  // _putenv_s
 
@@ -24,8 +19,6 @@
 #include <vector>
 
 #include <multiproc/multiproc.hpp>
-
-#include "../src/backend.hpp"
 
 namespace mp = multiproc;
 namespace os = multiproc::detail::os;
@@ -67,15 +60,6 @@ std::wstring temp_directory() {
   wchar_t buffer[MAX_PATH + 1];
   const DWORD length = GetTempPathW(MAX_PATH + 1, buffer);
   return std::wstring(buffer, length);
-}
-
-std::string to_utf8(const std::wstring& text) {
-  const int length = WideCharToMultiByte(CP_UTF8, 0, text.data(), static_cast<int>(text.size()),
-                                         nullptr, 0, nullptr, nullptr);
-  std::string utf8(static_cast<std::size_t>(length), '\0');
-  WideCharToMultiByte(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), utf8.data(), length,
-                      nullptr, nullptr);
-  return utf8;
 }
 
 }  // namespace
@@ -274,7 +258,7 @@ TEST(win32_process, program_path_with_spaces_and_non_ascii) {
   const std::wstring copy = directory + L"\\copy \u00fc \u03bb.exe";
   ASSERT_TRUE(CopyFileW(self, copy.c_str(), FALSE)) << GetLastError();
 
-  mp::set_executable(to_utf8(copy));
+  mp::set_executable(os::utf16_to_utf8(copy));
   mp::process p(do_nothing);
   p.start();
   p.join();
