@@ -9,7 +9,10 @@
 
 #include <multiproc/multiproc.hpp>
 
-#include "../src/core/runtime.hpp"
+#include "support.hpp"
+
+#include "../src/core/protocol/call.hpp"
+#include "../src/core/protocol/frame.hpp"
 
 namespace mp = multiproc;
 namespace core = multiproc::detail;
@@ -73,12 +76,14 @@ core::task_outcome run(const call_parts& parts) {
 
 }  // namespace
 
-TEST(core_api_checks, an_honest_call_runs) {
+using core_api_checks = multiproc_test::checked;
+
+TEST_F(core_api_checks, an_honest_call_runs) {
   const auto outcome = run(encoded_add_three(4));
   EXPECT_EQ(outcome.status, core::result_status::ok) << outcome.message;
 }
 
-TEST(core_api_checks, an_invoker_this_program_never_registered_is_refused) {
+TEST_F(core_api_checks, an_invoker_this_program_never_registered_is_refused) {
   // The target's own code is real, executable code of this program, but not an invoker:
   // a forged frame must not get it called with the invoker's calling convention.
   auto parts = encoded_add_three(4);
@@ -87,13 +92,13 @@ TEST(core_api_checks, an_invoker_this_program_never_registered_is_refused) {
   EXPECT_TRUE(refused(parts, "invoker is not one this program instantiated"));
 }
 
-TEST(core_api_checks, a_target_outside_executable_code_is_refused) {
+TEST_F(core_api_checks, a_target_outside_executable_code_is_refused) {
   auto parts = encoded_add_three(4);
   parts.target_offset = std::uint64_t{1} << 40;  // far past the end of any module
   EXPECT_TRUE(refused(parts, "not in an executable mapping"));
 }
 
-TEST(core_api_checks, a_module_that_is_not_loaded_is_refused) {
+TEST_F(core_api_checks, a_module_that_is_not_loaded_is_refused) {
   auto parts = encoded_add_three(4);
   parts.target_module = "/nonexistent/libmultiproc-forged.so";
   auto outcome = run(parts);
@@ -104,7 +109,7 @@ TEST(core_api_checks, a_module_that_is_not_loaded_is_refused) {
   EXPECT_EQ(outcome.status, core::result_status::bad_arguments) << outcome.message;
 }
 
-TEST(core_api_checks, a_truncated_body_is_refused_not_read_past_its_end) {
+TEST_F(core_api_checks, a_truncated_body_is_refused_not_read_past_its_end) {
   const std::string body = assemble(encoded_add_three(4));
   for (std::size_t size : {std::size_t{0}, std::size_t{3}, body.size() / 2}) {
     std::string result;

@@ -8,6 +8,5 @@
 int main(int argc, char** argv) {
   multiproc::init(argc, argv);
   testing::InitGoogleTest(&argc, argv);
-  testing::AddGlobalTestEnvironment(new multiproc_test::leak_check_environment);
   return RUN_ALL_TESTS();
 }

@@ -115,15 +115,10 @@ int count_lines(const std::string& path) {
   return lines;
 }
 /// A slot of the pool gives up after this many starts in a row that never became ready
-/// (src/core/pool.cpp, start_attempts): the bound on worker starts of a broken pool.
+/// (src/core/pool/supervision.cpp, start_attempts): the bound on worker starts of a broken pool.
 constexpr int start_attempts_per_slot = 3;
 
-class pool_faults : public ::testing::TestWithParam<mp::start_method> {
- protected:
-  mp::pool_options options(unsigned processes = 2) const {
-    return mp::pool_options{processes, {}, 0, GetParam()};
-  }
-};
+using pool_faults = multiproc_test::method_test;
 
 // 1
 TEST_P(pool_faults, task_exception_is_a_remote_error_and_the_worker_serves_on) {

@@ -69,12 +69,7 @@ int slow_square(int x) {
   return x * x;
 }
 
-class pool_conformance : public ::testing::TestWithParam<mp::start_method> {
- protected:
-  mp::pool_options options(unsigned processes = 2) const {
-    return mp::pool_options{processes, {}, 0, GetParam()};
-  }
-};
+using pool_conformance = multiproc_test::method_test;
 
 TEST_P(pool_conformance, apply_apply_async_and_map) {
   mp::pool pool(options());

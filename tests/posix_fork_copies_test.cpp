@@ -18,7 +18,7 @@
 
 #include <multiproc/multiproc.hpp>
 
-#include "../src/backend.hpp"
+#include "../src/os/channel.hpp"
 #include "support.hpp"
 
 namespace mp = multiproc;
@@ -68,7 +68,9 @@ template <class Drop>
 
 }  // namespace
 
-TEST(posix_fork_copies, inherited_process_object_never_closes_the_childs_files) {
+using posix_fork_copies = multiproc_test::checked;
+
+TEST_F(posix_fork_copies, inherited_process_object_never_closes_the_childs_files) {
   for (const auto method : multiproc_test::available_methods()) {
     auto running = std::make_unique<mp::process>(method, sleep_ms, 300);
     running->start();  // holds a pidfd (and, for spawn, nothing else once started)
@@ -80,7 +82,7 @@ TEST(posix_fork_copies, inherited_process_object_never_closes_the_childs_files) 
   }
 }
 
-TEST(posix_fork_copies, inherited_pool_object_never_closes_the_childs_files) {
+TEST_F(posix_fork_copies, inherited_pool_object_never_closes_the_childs_files) {
   MULTIPROC_SKIP_FORK_POOLS_WHEN_SANITIZED();
   for (const auto method : multiproc_test::pool_methods()) {
     std::optional<mp::pool> pool(mp::pool_options{2, {}, 0, method});
@@ -92,7 +94,7 @@ TEST(posix_fork_copies, inherited_pool_object_never_closes_the_childs_files) {
   }
 }
 
-TEST(posix_fork_copies, inherited_objects_never_close_what_the_library_opens_in_the_child) {
+TEST_F(posix_fork_copies, inherited_objects_never_close_what_the_library_opens_in_the_child) {
   MULTIPROC_SKIP_FORK_POOLS_WHEN_SANITIZED();
   // The child's own pool takes the lowest free numbers, i.e. those the fork clean-up freed:
   // destroying the inherited objects (a process's pidfd, a pool copy) must leave its pipes
@@ -130,7 +132,7 @@ TEST(posix_fork_copies, inherited_objects_never_close_what_the_library_opens_in_
   }
 }
 
-TEST(posix_fork_copies, inherited_channels_never_close_the_childs_new_channels) {
+TEST_F(posix_fork_copies, inherited_channels_never_close_the_childs_new_channels) {
   // At the seam, where the numbers are sure to be reused: the child's new channels take the
   // lowest free numbers, which are exactly those of the inherited channels its clean-up
   // closed; destroying the inherited objects afterwards must leave the new ones working.
@@ -159,7 +161,7 @@ TEST(posix_fork_copies, inherited_channels_never_close_the_childs_new_channels) 
   EXPECT_EQ(exit_status_of(pid), 0) << "an inherited channel closed the child's new channel";
 }
 
-TEST(posix_fork_copies, process_made_before_the_fork_and_started_in_the_child_is_joined_there) {
+TEST_F(posix_fork_copies, process_made_before_the_fork_and_started_in_the_child_is_joined_there) {
   const std::string marker = multiproc_test::temporary_path("started-in-fork-child");
   mp::process p(mp::start_method::fork, sleep_then_touch, 200, marker);
   const long pid = mp::fork();

@@ -27,7 +27,8 @@
 
 #include <multiproc/multiproc.hpp>
 
-#include "../src/core/runtime.hpp"
+#include "../src/core/protocol/frame.hpp"
+#include "../src/core/protocol/hello.hpp"
 #include "support.hpp"
 
 namespace mp = multiproc;
@@ -61,7 +62,15 @@ std::vector<int> worker_descriptors(int) {
   return open_descriptors();
 }
 
-TEST(posix_fork, returns_zero_in_the_child_and_the_pid_in_the_parent) {
+using posix_coexistence = multiproc_test::checked;
+using posix_fork = multiproc_test::checked;
+using posix_memory = multiproc_test::checked;
+using posix_resources = multiproc_test::checked;
+using posix_spawn_hygiene = multiproc_test::checked;
+using posix_start_errors = multiproc_test::checked;
+using posix_this_process = multiproc_test::checked;
+
+TEST_F(posix_fork, returns_zero_in_the_child_and_the_pid_in_the_parent) {
   const long pid = mp::fork();
   if (pid == 0) ::_exit(mp::this_process::parent_id() > 0 ? 23 : 1);
   ASSERT_GT(pid, 0);
@@ -71,7 +80,7 @@ TEST(posix_fork, returns_zero_in_the_child_and_the_pid_in_the_parent) {
   EXPECT_EQ(WEXITSTATUS(status), 23);
 }
 
-TEST(posix_fork, child_holds_no_descriptor_of_a_pool) {
+TEST_F(posix_fork, child_holds_no_descriptor_of_a_pool) {
   MULTIPROC_SKIP_FORK_POOLS_WHEN_SANITIZED();
   mp::pool pool(mp::pool_options{1, {}, 0, mp::start_method::fork});
   EXPECT_EQ(pool.apply([](int x) { return x; }, 1), 1);
@@ -92,7 +101,7 @@ void count_sigchld(int) {
   ++sigchld_seen;
 }
 
-TEST(posix_coexistence, own_sigchld_handler_and_own_waitpid_keep_working) {
+TEST_F(posix_coexistence, own_sigchld_handler_and_own_waitpid_keep_working) {
   struct sigaction action {};
   struct sigaction previous {};
   action.sa_handler = count_sigchld;
@@ -120,7 +129,7 @@ TEST(posix_coexistence, own_sigchld_handler_and_own_waitpid_keep_working) {
   ::sigaction(SIGCHLD, &previous, nullptr);
 }
 
-TEST(posix_spawn_hygiene, child_gets_only_stdio_and_its_channel) {
+TEST_F(posix_spawn_hygiene, child_gets_only_stdio_and_its_channel) {
   // A descriptor the program opened without close-on-exec must not reach the child.
   const int leaky = ::dup(0);
   ASSERT_GE(leaky, 0);
@@ -133,7 +142,7 @@ TEST(posix_spawn_hygiene, child_gets_only_stdio_and_its_channel) {
   ::close(leaky);
 }
 
-TEST(posix_start_errors, unexecutable_file_is_a_start_error_with_eacces) {
+TEST_F(posix_start_errors, unexecutable_file_is_a_start_error_with_eacces) {
   const std::string path = multiproc_test::temporary_path("not-executable");
   { std::ofstream(path) << "not a program\n"; }
   ::chmod(path.c_str(), 0600);
@@ -152,7 +161,7 @@ TEST(posix_start_errors, unexecutable_file_is_a_start_error_with_eacces) {
   EXPECT_TRUE(multiproc_test::same_resources(before));
 }
 
-TEST(posix_start_errors, exhausted_descriptors_are_a_start_error_with_emfile) {
+TEST_F(posix_start_errors, exhausted_descriptors_are_a_start_error_with_emfile) {
   const auto before = multiproc_test::count_resources();
   rlimit saved{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
@@ -271,12 +280,13 @@ bool exited_with(int status, int code) {
 
 const std::string marker_secret = "0123456789abcdef0123456789abcdef";
 
-TEST(posix_spawn_hygiene, forged_secret_is_refused) {
+TEST_F(posix_spawn_hygiene, forged_secret_is_refused) {
   // The test binary itself, started with a valid channel and a hello that is right in every
   // part (protocol marker, this image's identity, this parent) except the secret: it must
   // refuse to act as a child, say why, and exit 86.
   std::string hello;
-  mp::detail::append_hello(hello, "11111111111111111111111111111111", false);
+  mp::detail::append_hello(hello, "11111111111111111111111111111111",
+                           mp::detail::child_role::process);
   const auto outcome = run_with_hello(marker_secret, hello);
   EXPECT_TRUE(exited_with(outcome.status, mp::detail::protocol_failure_exit_code))
       << "status " << outcome.status << "; stderr: " << outcome.printed;
@@ -284,11 +294,11 @@ TEST(posix_spawn_hygiene, forged_secret_is_refused) {
       << outcome.printed;
 }
 
-TEST(posix_spawn_hygiene, right_secret_is_accepted) {
+TEST_F(posix_spawn_hygiene, right_secret_is_accepted) {
   // The positive control: the same hello with the marker's secret gets past the start-up
   // proof; the child then waits for its call, finds the channel closed, and says so.
   std::string hello;
-  mp::detail::append_hello(hello, marker_secret, false);
+  mp::detail::append_hello(hello, marker_secret, mp::detail::child_role::process);
   const auto outcome = run_with_hello(marker_secret, hello);
   EXPECT_TRUE(exited_with(outcome.status, mp::detail::protocol_failure_exit_code))
       << "status " << outcome.status << "; stderr: " << outcome.printed;
@@ -297,7 +307,7 @@ TEST(posix_spawn_hygiene, right_secret_is_accepted) {
       << outcome.printed;
 }
 
-TEST(posix_spawn_hygiene, other_image_identity_is_refused) {
+TEST_F(posix_spawn_hygiene, other_image_identity_is_refused) {
   // The right secret but another program's identity: the handshake refuses it.
   std::string hello;
   const std::size_t at = mp::detail::begin_frame(hello, mp::detail::frame_kind::hello, 0);
@@ -328,7 +338,7 @@ int pipes_above_stdio(int) {
   return pipes;
 }
 
-TEST(posix_fork, each_forked_worker_holds_only_its_own_channel) {
+TEST_F(posix_fork, each_forked_worker_holds_only_its_own_channel) {
   MULTIPROC_SKIP_FORK_POOLS_WHEN_SANITIZED();
   // Workers are forked by several supervisor threads while others create pipes: none may
   // hold another worker's pipe (it would hide that worker's death).
@@ -374,7 +384,7 @@ void measure_quarter_gigabyte_round_trip(int method) {
   std::exit(copies <= 3.3 ? 0 : 1);
 }
 
-TEST(posix_memory, large_payload_costs_about_one_copy_in_transit) {
+TEST_F(posix_memory, large_payload_costs_about_one_copy_in_transit) {
 #if defined(MULTIPROC_TEST_SANITIZED)
   GTEST_SKIP() << "a sanitizer's allocator changes what peak memory means";
 #endif
@@ -388,7 +398,7 @@ TEST(posix_memory, large_payload_costs_about_one_copy_in_transit) {
 }
 
 #if defined(__linux__)
-TEST(posix_this_process, cpu_count_is_the_affinity_mask) {
+TEST_F(posix_this_process, cpu_count_is_the_affinity_mask) {
   // As os.process_cpu_count(): the CPUs this process may run on, not those the machine has.
   cpu_set_t saved;
   ASSERT_EQ(::sched_getaffinity(0, sizeof saved, &saved), 0);
@@ -407,7 +417,7 @@ TEST(posix_this_process, cpu_count_is_the_affinity_mask) {
 }
 #endif
 
-TEST(posix_resources, shared_blocks_are_counted) {
+TEST_F(posix_resources, shared_blocks_are_counted) {
 #if defined(__linux__)
   // The leak checks see the library's memfds, held as descriptors and as mappings.
   const auto before = multiproc_test::count_resources();

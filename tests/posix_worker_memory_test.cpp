@@ -20,6 +20,7 @@
 #include "support.hpp"
 
 namespace mp = multiproc;
+using posix_worker_memory = multiproc_test::checked;
 
 #if defined(__linux__) && !defined(MULTIPROC_TEST_SANITIZED)
 namespace {
@@ -107,7 +108,7 @@ long peak_kib_holding(std::vector<char> payload) {
 
 }  // namespace
 
-TEST(posix_worker_memory, huge_argument_is_held_about_once_in_the_worker) {
+TEST_F(posix_worker_memory, huge_argument_is_held_about_once_in_the_worker) {
   for (const auto method : multiproc_test::pool_methods()) {
     mp::pool pool(mp::pool_options{1, {}, 0, method});
     const long base = pool.apply(reset_peak_kib, 0);
@@ -122,7 +123,7 @@ TEST(posix_worker_memory, huge_argument_is_held_about_once_in_the_worker) {
   }
 }
 
-TEST(posix_worker_memory, a_huge_map_is_encoded_as_workers_take_its_chunks) {
+TEST_F(posix_worker_memory, a_huge_map_is_encoded_as_workers_take_its_chunks) {
   // 24 chunks of 8 MiB: all encoded at once, the parent would hold 24 blocks (192 MiB) before
   // the first chunk ran. Paced, about 64 MiB wait for a worker at any time (8 blocks), plus
   // those the workers hold.
@@ -141,7 +142,7 @@ TEST(posix_worker_memory, a_huge_map_is_encoded_as_workers_take_its_chunks) {
   }
 }
 
-TEST(posix_worker_memory, an_item_that_cannot_be_encoded_late_in_a_paced_map_fails_the_map) {
+TEST_F(posix_worker_memory, an_item_that_cannot_be_encoded_late_in_a_paced_map_fails_the_map) {
   // 9 chunks of 8 MiB are encoded up front (past the 64 MiB budget), the rest as workers
   // take chunks: the poisoned 11th fails there, and map() still reports it as a
   // serialization_error once the chunks already running have finished.
@@ -163,7 +164,7 @@ TEST(posix_worker_memory, an_item_that_cannot_be_encoded_late_in_a_paced_map_fai
   EXPECT_TRUE(multiproc_test::same_resources(before));
 }
 
-TEST(posix_worker_memory, terminate_during_a_paced_map_fails_it_with_state_error) {
+TEST_F(posix_worker_memory, terminate_during_a_paced_map_fails_it_with_state_error) {
   // The caller is still encoding chunks (paced, each 40 ms) when another thread terminates
   // the pool as the first chunk starts: the part being encoded and those after it fail as
   // cancelled, and map() throws instead of waiting for a worker that never comes.
@@ -192,17 +193,17 @@ TEST(posix_worker_memory, terminate_during_a_paced_map_fails_it_with_state_error
   EXPECT_TRUE(multiproc_test::same_resources(before));
 }
 #else
-TEST(posix_worker_memory, huge_argument_is_held_about_once_in_the_worker) {
+TEST_F(posix_worker_memory, huge_argument_is_held_about_once_in_the_worker) {
   GTEST_SKIP() << "Linux without sanitizers only: shared blocks are Linux-only on POSIX, and a "
                   "sanitizer's shadow memory changes what peak memory means";
 }
-TEST(posix_worker_memory, a_huge_map_is_encoded_as_workers_take_its_chunks) {
+TEST_F(posix_worker_memory, a_huge_map_is_encoded_as_workers_take_its_chunks) {
   GTEST_SKIP() << "Linux without sanitizers only (shared blocks, /proc)";
 }
-TEST(posix_worker_memory, an_item_that_cannot_be_encoded_late_in_a_paced_map_fails_the_map) {
+TEST_F(posix_worker_memory, an_item_that_cannot_be_encoded_late_in_a_paced_map_fails_the_map) {
   GTEST_SKIP() << "Linux without sanitizers only (memory-heavy)";
 }
-TEST(posix_worker_memory, terminate_during_a_paced_map_fails_it_with_state_error) {
+TEST_F(posix_worker_memory, terminate_during_a_paced_map_fails_it_with_state_error) {
   GTEST_SKIP() << "Linux without sanitizers only (memory-heavy)";
 }
 #endif

@@ -35,7 +35,9 @@ std::unique_ptr<int> return_move_only(int code) {
 
 }  // namespace
 
-TEST(process_api, targets_with_results_a_pool_refuses_still_run) {
+using process_api = multiproc_test::checked;
+
+TEST_F(process_api, targets_with_results_a_pool_refuses_still_run) {
   static_assert(!mp::is_transferable_v<not_serialisable>);
   static_assert(!mp::is_transferable_v<const int*>);
   for (const auto method : multiproc_test::available_methods()) {

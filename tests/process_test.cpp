@@ -65,10 +65,8 @@ void write_identity(std::string path) {
   out << mp::this_process::id() << ' ' << mp::this_process::parent_id() << '\n';
 }
 
-class process_conformance : public ::testing::TestWithParam<mp::start_method> {
+class process_conformance : public multiproc_test::method_test {
  protected:
-  mp::start_method method() const { return GetParam(); }
-
   template <class F, class... Args>
   int run(F&& target, Args&&... args) {
     mp::process p(method(), std::forward<F>(target), std::forward<Args>(args)...);
@@ -294,7 +292,10 @@ INSTANTIATE_TEST_SUITE_P(methods, process_conformance,
                          ::testing::ValuesIn(multiproc_test::available_methods()),
                          multiproc_test::method_name);
 
-TEST(start_methods, default_is_available_and_spawn_always_is) {
+using start_methods = multiproc_test::checked;
+using this_process = multiproc_test::checked;
+
+TEST_F(start_methods, default_is_available_and_spawn_always_is) {
   EXPECT_TRUE(mp::start_method_available(mp::default_start_method()));
   EXPECT_TRUE(mp::start_method_available(mp::start_method::spawn));
   EXPECT_EQ(mp::start_method_available(mp::start_method::fork), MULTIPROC_HAS_FORK == 1);
@@ -305,7 +306,7 @@ TEST(start_methods, default_is_available_and_spawn_always_is) {
 #endif
 }
 
-TEST(this_process, ids_and_cpu_count) {
+TEST_F(this_process, ids_and_cpu_count) {
   EXPECT_GT(mp::this_process::id(), 0);
   EXPECT_GT(mp::this_process::parent_id(), 0);
   EXPECT_NE(mp::this_process::id(), mp::this_process::parent_id());

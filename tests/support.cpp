@@ -10,7 +10,7 @@ std::string describe(const resource_counts& c) {
   out << c.descriptors << " descriptors, " << c.zombies << " zombies, " << c.children
       << " live children, " << c.shared_segments << " shared-memory segments, "
       << c.shared_block_descriptors << " shared-block descriptors, " << c.shared_block_mappings
-      << " shared-block mappings";
+      << " shared-block mappings, " << c.threads << " threads";
   return out.str();
 }
 
@@ -26,11 +26,11 @@ std::string describe(const resource_counts& c) {
          << "before: " << describe(before) << "; after: " << describe(after);
 }
 
-void leak_check_environment::SetUp() {
+void checked::SetUp() {
   before_ = count_resources();
 }
-void leak_check_environment::TearDown() {
-  EXPECT_TRUE(same_resources(before_)) << "the test binary left resources behind";
+void checked::TearDown() {
+  EXPECT_TRUE(same_resources(before_)) << "the test left resources behind";
 }
 
 std::vector<multiproc::start_method> available_methods() {

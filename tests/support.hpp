@@ -22,6 +22,7 @@ struct resource_counts {
   int shared_segments = 0;
   int shared_block_descriptors = 0;
   int shared_block_mappings = 0;
+  int threads = 0;
   bool operator==(const resource_counts&) const = default;
 };
 resource_counts count_resources();
@@ -31,14 +32,26 @@ std::string describe(const resource_counts& counts);
 ::testing::AssertionResult same_resources(const resource_counts& before,
                                           std::chrono::seconds settle = std::chrono::seconds(5));
 
-/// Checks the whole binary: nothing left over after every test ran.
-class leak_check_environment : public ::testing::Environment {
- public:
+/// The fixture every test uses (directly, or through method_test): after each test, nothing
+/// it started may be left -- no descriptor, child, zombie, shared block or thread -- checked
+/// in TearDown, as libuv checks after each of its tests.
+class checked : public ::testing::Test {
+ protected:
   void SetUp() override;
   void TearDown() override;
 
  private:
   resource_counts before_;
+};
+
+/// A checked test run once per start method (the conformance suites).
+class method_test : public checked, public ::testing::WithParamInterface<multiproc::start_method> {
+ protected:
+  multiproc::start_method method() const { return GetParam(); }
+  /// A pool of `processes` workers on this test's start method.
+  multiproc::pool_options options(unsigned processes = 2) const {
+    return multiproc::pool_options{processes, {}, 0, GetParam()};
+  }
 };
 
 /// Every start method this platform has: the conformance suite runs on each.

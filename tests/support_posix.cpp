@@ -56,8 +56,8 @@ void count_children(int& live, int& zombies) {
   }
   ::closedir(proc);
 }
-/// What the library's shared blocks look like (src/posix/shm.cpp: memfd_create's name
-/// "multiproc-payload"): Linux shows a memfd as "/memfd:<name> (deleted)" both as a
+/// What the library's shared blocks look like (src/posix/shared_block_linux.cpp: memfd_create's
+/// name "multiproc-payload"): Linux shows a memfd as "/memfd:<name> (deleted)" both as a
 /// descriptor's link and as a mapping's path. Large payloads never appear in /dev/shm.
 constexpr char shared_block_prefix[] = "/memfd:multiproc";
 
@@ -101,6 +101,7 @@ resource_counts count_resources() {
   counts.shared_segments = count_entries("/dev/shm", nullptr);
   counts.shared_block_descriptors = count_shared_block_descriptors();
   counts.shared_block_mappings = count_shared_block_mappings();
+  counts.threads = count_entries("/proc/self/task", nullptr);
   return counts;
 }
 

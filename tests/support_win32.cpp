@@ -18,6 +18,15 @@ resource_counts count_resources() {
     counts.descriptors = static_cast<int>(handles);
   }
   const DWORD self = GetCurrentProcessId();
+  HANDLE threads = CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
+  if (threads != INVALID_HANDLE_VALUE) {
+    THREADENTRY32 entry{};
+    entry.dwSize = sizeof entry;
+    for (BOOL more = Thread32First(threads, &entry); more; more = Thread32Next(threads, &entry)) {
+      if (entry.th32OwnerProcessID == self) ++counts.threads;
+    }
+    CloseHandle(threads);
+  }
   HANDLE snapshot = CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0);
   if (snapshot != INVALID_HANDLE_VALUE) {
     PROCESSENTRY32W entry{};

@@ -3,6 +3,12 @@
 #if defined(_WIN32)
 
 // The backend's own Windows preamble (<windows.h> as it uses it) and the seam.
+#include "../src/os/channel.hpp"
+#include "../src/os/child.hpp"
+#include "../src/os/code_identity.hpp"
+#include "../src/os/shared_block.hpp"
+#include "../src/os/spawn.hpp"
+#include "../src/os/system.hpp"
 #include "../src/win32/internal.hpp"
 
 #include <stdlib.h>  // _putenv_s
@@ -19,6 +25,8 @@
 #include <vector>
 
 #include <multiproc/multiproc.hpp>
+
+#include "support.hpp"
 
 namespace mp = multiproc;
 namespace os = multiproc::detail::os;
@@ -64,7 +72,14 @@ std::wstring temp_directory() {
 
 }  // namespace
 
-TEST(win32_channel, end_of_stream_and_broken_pipe) {
+using win32_adopt = multiproc_test::checked;
+using win32_channel = multiproc_test::checked;
+using win32_code_identity = multiproc_test::checked;
+using win32_process = multiproc_test::checked;
+using win32_shared_block = multiproc_test::checked;
+using win32_system = multiproc_test::checked;
+
+TEST_F(win32_channel, end_of_stream_and_broken_pipe) {
   auto [parent, child] = os::make_channel_pair();
   child.write_all("ab", 2);
   child.close_write();
@@ -81,7 +96,7 @@ TEST(win32_channel, end_of_stream_and_broken_pipe) {
   }
 }
 
-TEST(win32_channel, large_writes_arrive_whole) {
+TEST_F(win32_channel, large_writes_arrive_whole) {
   auto [parent, child] = os::make_channel_pair();
   const std::string sent(8 << 20, 'q');
   std::thread writer([&] {
@@ -97,7 +112,7 @@ TEST(win32_channel, large_writes_arrive_whole) {
   EXPECT_EQ(received, sent);
 }
 
-TEST(win32_channel, write_capacity_is_taken_without_a_reader) {
+TEST_F(win32_channel, write_capacity_is_taken_without_a_reader) {
   // The pool sizes what it leaves in a worker's pipe by this figure: a write of that many
   // bytes must complete while the worker reads nothing, or the parent could wait on a worker
   // that waits on it.
@@ -125,7 +140,7 @@ TEST(win32_channel, write_capacity_is_taken_without_a_reader) {
   EXPECT_EQ(received, sent);
 }
 
-TEST(win32_channel, handles_are_not_inheritable) {
+TEST_F(win32_channel, handles_are_not_inheritable) {
   auto [parent, child] = os::make_channel_pair();
   for (os::native_handle h :
        {parent.read_handle(), parent.write_handle(), child.read_handle(), child.write_handle()}) {
@@ -135,7 +150,7 @@ TEST(win32_channel, handles_are_not_inheritable) {
   }
 }
 
-TEST(win32_shared_block, create_grow_export_open) {
+TEST_F(win32_shared_block, create_grow_export_open) {
   ASSERT_TRUE(os::shared_block::supported());
   os::shared_block block = os::shared_block::create(1 << 20);
   ASSERT_TRUE(block);
@@ -160,7 +175,7 @@ TEST(win32_shared_block, create_grow_export_open) {
                std::system_error);  // larger than the section
 }
 
-TEST(win32_code_identity, main_program_and_system_modules) {
+TEST_F(win32_code_identity, main_program_and_system_modules) {
   os::code_location where;
   ASSERT_TRUE(os::locate_code(reinterpret_cast<const void*>(&triple), where));
   EXPECT_EQ(where.module, "");
@@ -181,7 +196,7 @@ TEST(win32_code_identity, main_program_and_system_modules) {
   EXPECT_EQ(os::image_identity(), os::image_identity());
 }
 
-TEST(win32_system, environment_random_and_ids) {
+TEST_F(win32_system, environment_random_and_ids) {
   ASSERT_EQ(_putenv_s("MULTIPROC_WIN32_TEST_VARIABLE", "1"), 0);
   ASSERT_TRUE(SetEnvironmentVariableW(L"MULTIPROC_WIN32_TEST_VARIABLE", L"1"));
   os::unset_environment("MULTIPROC_WIN32_TEST_VARIABLE");
@@ -198,7 +213,7 @@ TEST(win32_system, environment_random_and_ids) {
   EXPECT_GE(os::hardware_cpu_count(), 1U);
 }
 
-TEST(win32_adopt, refuses_tokens_that_name_no_pipe) {
+TEST_F(win32_adopt, refuses_tokens_that_name_no_pipe) {
   EXPECT_FALSE(os::adopt_inherited_channel("").is_open());
   EXPECT_FALSE(os::adopt_inherited_channel("12,abc").is_open());
   EXPECT_FALSE(os::adopt_inherited_channel("1,2,x").is_open());
@@ -208,7 +223,7 @@ TEST(win32_adopt, refuses_tokens_that_name_no_pipe) {
   CloseHandle(event);
 }
 
-TEST(win32_process, terminate_and_kill_read_back_as_signals) {
+TEST_F(win32_process, terminate_and_kill_read_back_as_signals) {
   mp::process terminated(sleep_long);
   terminated.start();
   terminated.terminate();
@@ -222,14 +237,14 @@ TEST(win32_process, terminate_and_kill_read_back_as_signals) {
   EXPECT_EQ(killed.exitcode(), -9);
 }
 
-TEST(win32_process, crash_reads_as_ntstatus) {
+TEST_F(win32_process, crash_reads_as_ntstatus) {
   mp::process crashing(raise_access_violation);
   crashing.start();
   crashing.join();
   EXPECT_EQ(crashing.exitcode(), static_cast<int>(0xC0000005U));
 }
 
-TEST(win32_process, child_inherits_no_other_handle) {
+TEST_F(win32_process, child_inherits_no_other_handle) {
   // An inheritable pipe this process holds must not reach the child: if it did, the child
   // would keep the write end open and the read end would not report a broken pipe.
   SECURITY_ATTRIBUTES inheritable{sizeof inheritable, nullptr, TRUE};
@@ -249,7 +264,7 @@ TEST(win32_process, child_inherits_no_other_handle) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
-TEST(win32_process, program_path_with_spaces_and_non_ascii) {
+TEST_F(win32_process, program_path_with_spaces_and_non_ascii) {
   wchar_t self[32768];
   const DWORD length = GetModuleFileNameW(nullptr, self, 32768);
   ASSERT_GT(length, 0U);

@@ -1,14 +1,13 @@
 // multiproc — the one configuration header: platform detection and symbol visibility.
 #pragma once
 
+#include <multiproc/version.hpp>
+
+/// 1 where `fork()` exists (POSIX): `mp::fork()` and `mp::start_method::fork` are available.
+/// 0 on Windows, where children start only by re-executing the program (spawn).
 #if defined(_WIN32)
-/// Defined to 1 on Windows, where children start only by re-executing the program (spawn).
-#define MULTIPROC_WINDOWS 1
 #define MULTIPROC_HAS_FORK 0
 #else
-/// Defined to 1 on POSIX systems (Linux, macOS, the BSDs).
-#define MULTIPROC_POSIX 1
-/// 1 where `fork()` exists: `mp::fork()` and `mp::start_method::fork` are available.
 #define MULTIPROC_HAS_FORK 1
 #endif
 
@@ -32,6 +31,3 @@
 #else
 #define MULTIPROC_API
 #endif
-
-/// The library's version as one number: major * 10000 + minor * 100 + patch.
-#define MULTIPROC_VERSION 100

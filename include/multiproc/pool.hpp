@@ -28,7 +28,7 @@
 namespace multiproc {
 
 namespace detail {
-struct pool_impl;
+class pool_impl;
 }  // namespace detail
 
 /// A function and its arguments, bound now and run later in another process (a pool's
@@ -71,18 +71,16 @@ struct pool_options {
 };
 
 namespace detail {
-MULTIPROC_API std::shared_ptr<pool_impl> make_pool(const pool_options& options);
-/// Submits one call; the returned state has one part.
-MULTIPROC_API std::shared_ptr<result_state> pool_submit(pool_impl& pool, const call_spec& call);
-/// Submits calls as the parts of one state, in order (a map); `count` may be 0.
+/// Submits calls as the parts of one state, in order (one task: one part; a map: its chunks);
+/// `count` may be 0 (then it only checks that the pool still takes work).
+MULTIPROC_API std::shared_ptr<result_state> pool_submit_parts(pool_impl& pool,
+                                                              const call_spec* calls,
+                                                              std::size_t count);
 /// As pool_submit_parts, for a caller that waits for the result anyway (map, starmap): past
 /// 64 MiB of encoded parts waiting for a worker, the rest is encoded as workers take parts.
 MULTIPROC_API std::shared_ptr<result_state> pool_submit_parts_paced(pool_impl& pool,
                                                                     const call_spec* calls,
                                                                     std::size_t count);
-MULTIPROC_API std::shared_ptr<result_state> pool_submit_parts(pool_impl& pool,
-                                                              const call_spec* calls,
-                                                              std::size_t count);
 MULTIPROC_API std::size_t pool_workers(const pool_impl& pool) noexcept;
 
 template <class F>
@@ -384,7 +382,8 @@ class MULTIPROC_API pool {
     using R = detail::result_of<F>;
     detail::check_result<R>();
     detail::bound_call<F, Args...> bound(std::forward<F>(target), std::forward<Args>(args)...);
-    return async_result<R>(detail::pool_submit(*impl(), bound.spec()),
+    const detail::call_spec spec = bound.spec();
+    return async_result<R>(detail::pool_submit_parts(*impl(), &spec, 1),
                            &detail::value_decoder<R>::decode);
   }
 

@@ -1,11 +1,15 @@
-// mp::process: one call in one child, on either start method.
+// mp::process: one call in one child, on any start method (the launcher knows which).
 #include <atomic>
 #include <chrono>
 #include <system_error>
 
 #include <multiproc/process.hpp>
 
-#include "runtime.hpp"
+#include "../os/system.hpp"
+
+#include "launcher.hpp"
+#include "protocol/call.hpp"
+#include "protocol/frame.hpp"
 
 namespace multiproc {
 
@@ -23,13 +27,6 @@ struct process_impl {
 
 namespace {
 std::atomic<unsigned long> process_counter{0};
-
-#if MULTIPROC_HAS_FORK
-int run_forked_call(void* context) {
-  const auto& call = *static_cast<const std::string*>(context);
-  return run_process_call(call.data(), call.size());
-}
-#endif
 
 process_impl& checked(const process_handle& impl) {
   if (!impl) throw state_error("process: this object was moved from");
@@ -84,42 +81,11 @@ void process::start() {
   auto& p = detail::checked(impl_);
   if (p.started) throw state_error("process::start: this process was already started");
   detail::ensure_may_start();
-  if (p.method == start_method::fork) {
-#if MULTIPROC_HAS_FORK
-    p.child = detail::os::fork_child(&detail::run_forked_call, &p.call, nullptr,
-                                     detail::os::child_kind::process);
-#endif
-    p.creator = detail::os::current_pid();
-    p.started = true;
-    return;
-  }
-  auto [parent_end, child_end] = detail::os::make_channel_pair();
-  const std::string secret = detail::make_secret();
-  p.child = detail::os::spawn_child(child_end, secret, detail::os::child_kind::process);
-  // From here this object owns the child, whatever happens next. The creator is the
-  // process that starts it: an object made before mp::fork() and started in the child
-  // belongs to that child.
+  p.child = detail::launch({p.method, detail::child_role::process, p.call}).child;
+  // The creator is the process that starts it: an object made before mp::fork() and started
+  // in the child belongs to that child.
   p.creator = detail::os::current_pid();
   p.started = true;
-  try {
-    std::string head;
-    detail::append_hello(head, secret, false);
-    // The call (up to 2 GiB) is written from where it is rather than copied after the head.
-    detail::end_frame(head, detail::begin_frame(head, detail::frame_kind::run_once, 0),
-                      p.call.size());
-    try {
-      parent_end.write_all(head.data(), head.size());
-      parent_end.write_all(p.call.data(), p.call.size());
-    } catch (const std::system_error&) {
-      // The child is already gone (it refused the hello, or was killed): its exit code says
-      // why.
-    }
-  } catch (...) {
-    // A child that never gets its call would wait for it forever: end it, then report.
-    p.child.kill();
-    p.child.wait(std::nullopt);
-    throw;
-  }
 }
 
 void process::join() {

@@ -1,11 +1,18 @@
-// The child side: the pool worker loop and the body of an mp::process child.
+// The child's side of both roles (see worker.hpp).
+#include "worker.hpp"
+
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <system_error>
 #include <unordered_map>
 
-#include "runtime.hpp"
+#include "protocol/call.hpp"
+#include "protocol/control.hpp"
+#include "protocol/hello.hpp"
+#include "protocol/result.hpp"
+#include "protocol/task.hpp"
 
 namespace multiproc::detail {
 
@@ -13,35 +20,25 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-void append_outcome(std::string& out, const task_outcome& outcome) {
-  append_string(out, outcome.type_name);
-  append_string(out, outcome.message);
+std::uint32_t microseconds_since(clock::time_point started) {
+  const auto elapsed =
+      std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started).count();
+  return static_cast<std::uint32_t>(
+      std::min<long long>(elapsed, std::numeric_limits<std::uint32_t>::max()));
 }
 
 /// Runs one task frame and appends its result frame to `out`. A result too large for the
 /// channel is left in a shared block, held in `held` until the parent releases it.
 void answer_task(const frame_header& header, const char* body, std::string& out,
                  std::unordered_map<std::uint64_t, os::shared_block>& held) {
-  const std::size_t at = begin_frame(out, frame_kind::result, header.id);
-  const std::size_t status_at = out.size();
-  out.push_back(static_cast<char>(result_status::ok));
-  const std::size_t result_start = out.size();
-
-  os::shared_block arguments;
-  const char* data = body;
-  std::size_t size = header.body_size;
+  result_frame frame(out, header.id);
   task_outcome outcome;
   os::shared_block result_block;
   std::size_t result_block_size = 0;
   const auto started = clock::now();
+  task_body task;
   try {
-    if (header.flags & body_in_block) {
-      body_reader reader(body, header.body_size);
-      const std::uint64_t token = reader.u64();
-      size = static_cast<std::size_t>(reader.u64());
-      arguments = os::shared_block::open_from_parent(token, size);
-      data = arguments.data();
-    }
+    task = read_task(header, body);
   } catch (const std::exception& e) {
     outcome.status = result_status::bad_arguments;
     outcome.message = std::string("could not map the arguments' shared block: ") + e.what();
@@ -49,30 +46,14 @@ void answer_task(const frame_header& header, const char* body, std::string& out,
   if (outcome.status == result_status::ok) {
     // The parent never reads its copy of the arguments again (a task that ran is never sent
     // anew), so the block is given back as it is decoded.
-    outcome = run_call_body(data, size, &out, result_start, true, &result_block, &result_block_size,
-                            arguments ? &arguments : nullptr);
+    outcome = run_call_body(task.data, task.size, &out, frame.result_start(), true, &result_block,
+                            &result_block_size, task.block ? &task.block : nullptr);
   }
-  arguments = os::shared_block();
-  const auto elapsed =
-      std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started);
-
-  frame_header patched;
-  std::memcpy(&patched, out.data() + at, sizeof patched);
-  patched.elapsed_us = static_cast<std::uint32_t>(
-      std::min<long long>(elapsed.count(), std::numeric_limits<std::uint32_t>::max()));
-  if (outcome.status != result_status::ok) {
-    out.resize(result_start);
-    out[status_at] = static_cast<char>(outcome.status);
-    append_outcome(out, outcome);
-  } else if (result_block) {
-    out.resize(result_start);
-    append_u64(out, result_block.export_to_parent());
-    append_u64(out, result_block_size);
-    patched.flags |= body_in_block;
+  task.block = os::shared_block();
+  frame.finish(outcome, microseconds_since(started), result_block, result_block_size);
+  if (outcome.status == result_status::ok && result_block) {
     held.emplace(header.id, std::move(result_block));
   }
-  std::memcpy(out.data() + at, &patched, sizeof patched);
-  end_frame(out, at);
 }
 
 }  // namespace
@@ -85,11 +66,6 @@ int run_worker(os::channel& channel, frame_reader& reader) {
     if (!out.empty()) channel.write_all(out.data(), out.size());
     out.clear();
   };
-  const auto say_ready = [&] {
-    end_frame(out,
-              begin_frame(out, frame_kind::ready, static_cast<std::uint64_t>(os::current_pid())));
-    flush();
-  };
   bool ready = false;
   bool stopping = false;
   try {
@@ -100,7 +76,7 @@ int run_worker(os::channel& channel, frame_reader& reader) {
       switch (header.kind) {
         case frame_kind::task:
           if (!ready) {  // a parent that sent no initializer frame
-            say_ready();
+            append_ready(out);
             ready = true;
           }
           // Each result leaves before the next task starts: if that task crashes the worker,
@@ -114,15 +90,13 @@ int run_worker(os::channel& channel, frame_reader& reader) {
                   ? task_outcome{}
                   : run_call_body(body, header.body_size, nullptr, 0, false, nullptr, nullptr);
           if (outcome.status != result_status::ok) {
-            const std::size_t at = begin_frame(out, frame_kind::initializer_failed, 0);
-            out.push_back(static_cast<char>(outcome.status));
-            append_outcome(out, outcome);
-            end_frame(out, at);
+            append_initializer_failed(out, outcome);
             flush();
             return 1;
           }
           // Ready only now: a worker whose initializer crashes counts as a failed start.
-          if (!ready) say_ready();
+          if (!ready) append_ready(out);
+          flush();
           ready = true;
           break;
         }

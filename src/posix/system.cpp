@@ -1,18 +1,9 @@
 // Facts about this process on POSIX.
-#include <fcntl.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#if defined(__linux__)
-#include <sys/random.h>
-#endif
-
-#include <cerrno>
-
-#include <multiproc/errors.hpp>
-
-#include "../backend.hpp"
+#include "../os/system.hpp"
+#include "platform.hpp"
 
 namespace multiproc::detail::os {
 
@@ -24,13 +15,9 @@ long parent_pid() noexcept {
 }
 
 unsigned hardware_cpu_count() noexcept {
-#if defined(__linux__)
-  // The CPUs this process may run on (taskset, cgroups cpusets), as os.process_cpu_count().
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return static_cast<unsigned>(CPU_COUNT(&set));
-#endif
+  if (const unsigned allowed = posix::platform::affinity_cpu_count(); allowed != 0) return allowed;
   const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? static_cast<unsigned>(n) : 1u;
+  return n > 0 ? static_cast<unsigned>(n) : 0u;
 }
 
 void unset_environment(const char* name) noexcept {
@@ -38,21 +25,7 @@ void unset_environment(const char* name) noexcept {
 }
 
 void random_bytes(void* buffer, std::size_t size) {
-  auto* out = static_cast<unsigned char*>(buffer);
-#if defined(__linux__)
-  while (size > 0) {
-    const ssize_t got = ::getrandom(out, size, 0);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      throw start_error("multiproc: no random bytes for the spawn secret",
-                        {errno, std::generic_category()});
-    }
-    out += got;
-    size -= static_cast<std::size_t>(got);
-  }
-#else
-  arc4random_buf(out, size);
-#endif
+  posix::platform::fill_random(buffer, size);
 }
 
 }  // namespace multiproc::detail::os

@@ -1,4 +1,5 @@
 // Channels on Windows: two anonymous pipes per parent/child pair.
+#include "../os/channel.hpp"
 #include "internal.hpp"
 
 #include <algorithm>
@@ -24,7 +25,7 @@ std::size_t channel::read_some(void* buffer, std::size_t size) {
   const auto wanted = static_cast<DWORD>(std::min(size, max_io_chunk));
   for (;;) {
     DWORD got = 0;
-    if (!ReadFile(as_handle(read_), buffer, wanted, &got, nullptr)) {
+    if (!ReadFile(as_handle(read_.get()), buffer, wanted, &got, nullptr)) {
       const DWORD error = GetLastError();
       // The writer closed its end (or died): that is the end of the stream, not a failure.
       if (error == ERROR_BROKEN_PIPE || error == ERROR_HANDLE_EOF) return 0;
@@ -38,7 +39,7 @@ std::size_t channel::read_some(void* buffer, std::size_t size) {
 
 bool channel::readable_now() const noexcept {
   DWORD available = 0;
-  if (!PeekNamedPipe(as_handle(read_), nullptr, 0, nullptr, &available, nullptr)) {
+  if (!PeekNamedPipe(as_handle(read_.get()), nullptr, 0, nullptr, &available, nullptr)) {
     return true;  // broken pipe (the writer is gone): a read returns end of stream at once
   }
   return available != 0;
@@ -49,7 +50,7 @@ void channel::write_all(const void* data, std::size_t size) {
   while (size != 0) {
     const auto chunk = static_cast<DWORD>(std::min(size, max_io_chunk));
     DWORD written = 0;
-    if (!WriteFile(as_handle(write_), next, chunk, &written, nullptr)) {
+    if (!WriteFile(as_handle(write_.get()), next, chunk, &written, nullptr)) {
       const DWORD error = GetLastError();
       // ERROR_NO_DATA: "the pipe is being closed" — the reader is gone, as EPIPE on POSIX.
       if (error == ERROR_NO_DATA || error == ERROR_BROKEN_PIPE) {
@@ -69,23 +70,14 @@ std::size_t channel::write_capacity() const noexcept {
   constexpr std::size_t smallest_known_buffer = 4096;
   DWORD outbound = 0;
   DWORD inbound = 0;
-  if (write_ == invalid_handle ||
-      !GetNamedPipeInfo(as_handle(write_), nullptr, &outbound, &inbound, nullptr)) {
+  if (!write_ ||
+      !GetNamedPipeInfo(as_handle(write_.get()), nullptr, &outbound, &inbound, nullptr)) {
     return smallest_known_buffer;
   }
   const std::size_t reported =
       inbound != 0 && outbound != 0 ? std::min(inbound, outbound) : std::max(inbound, outbound);
   if (reported == 0) return smallest_known_buffer;
   return std::min<std::size_t>(reported, pipe_buffer_hint);
-}
-
-void channel::close() noexcept {
-  if (read_ != invalid_handle) CloseHandle(as_handle(std::exchange(read_, invalid_handle)));
-  close_write();
-}
-
-void channel::close_write() noexcept {
-  if (write_ != invalid_handle) CloseHandle(as_handle(std::exchange(write_, invalid_handle)));
 }
 
 std::pair<channel, channel> make_channel_pair() {

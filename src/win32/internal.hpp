@@ -9,10 +9,11 @@
 #endif
 #include <windows.h>
 
-#include "../backend.hpp"
+#include "../os/handle.hpp"
 
 #include <string>
 #include <string_view>
+#include <system_error>
 
 namespace multiproc::detail::os {
 
@@ -21,6 +22,11 @@ inline HANDLE as_handle(native_handle h) noexcept {
 }
 inline native_handle as_native(HANDLE h) noexcept {
   return reinterpret_cast<native_handle>(h);
+}
+
+/// The calling thread's last Win32 error as an error code.
+inline std::error_code last_error_code() noexcept {
+  return {static_cast<int>(GetLastError()), std::system_category()};
 }
 
 /// Converts UTF-8 to UTF-16 into `utf16`; false (and `utf16` empty) if `utf8` is not valid

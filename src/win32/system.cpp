@@ -1,4 +1,5 @@
 // This process on Windows: ids, processor count, environment, randomness.
+#include "../os/system.hpp"
 #include "internal.hpp"
 
 #include <bcrypt.h>
@@ -89,10 +90,6 @@ void unset_environment(const char* name) noexcept {
   } catch (...) {
     // Out of memory converting a short name: nothing sensible to do in a noexcept function.
   }
-}
-
-unsigned descriptor_generation() noexcept {
-  return 0;  // no fork: a handle is never inherited behind an object's back
 }
 
 void random_bytes(void* buffer, std::size_t size) {

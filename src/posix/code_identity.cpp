@@ -1,5 +1,7 @@
 // Code identity on POSIX: modules and their executable segments through dl_iterate_phdr,
-// which works for dynamic, PIE, static and static-pie programs alike (dladdr does not).
+// which works for dynamic, PIE, static and static-pie programs alike (dladdr does not), on
+// Linux and the BSDs. The list is cached (a function is located per task) and refreshed when
+// an address or a module name is not found in it: a library loaded since the last look.
 #include <link.h>
 #include <sys/stat.h>
 
@@ -8,8 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "../backend.hpp"
+#include "../os/code_identity.hpp"
 #include "internal.hpp"
+#include "platform.hpp"
 
 namespace multiproc::detail::os {
 
@@ -128,6 +131,10 @@ bool locate_code(const void* address, code_location& out) {
   return true;
 }
 
+// The check a worker makes before calling anything it was sent: the address must fall in an
+// executable PT_LOAD segment of the named module (PF_X), so a forged offset can at worst name
+// other code of the same program, never data or the stack; invokers are further checked
+// against the registry (core/protocol/call.cpp).
 const void* resolve_code(std::string_view module, std::uint64_t offset) {
   std::lock_guard<std::mutex> lock(posix::code_cache_mutex());
   const module_info* m = named_locked(module);
@@ -148,7 +155,7 @@ std::string image_identity() {
     if (!id.empty()) return id;
     // No build id: the size and modification time of the running image.
     struct stat info {};
-    if (::stat("/proc/self/exe", &info) == 0) {
+    if (::stat(posix::platform::executable_path().c_str(), &info) == 0) {
       return "file:" + std::to_string(info.st_size) + ":" + std::to_string(info.st_mtime);
     }
     return std::string("unknown");

@@ -1,5 +1,6 @@
-// Children on Windows: spawn by CreateProcessW of the program's own image, wait on the process
-// handle, end with TerminateProcess, tie pool workers to the parent with a job object.
+// Spawn on Windows: CreateProcessW of the program's own image with only the child's two pipe
+// handles inherited; pool workers in a kill-on-close job object.
+#include "../os/spawn.hpp"
 #include "internal.hpp"
 
 #include <algorithm>
@@ -15,20 +16,6 @@
 namespace multiproc::detail::os {
 
 namespace {
-
-// Python reports a process ended by a signal as -N. Windows has no signals, so terminate() and
-// kill() pass these exit codes to TerminateProcess and exit_code() maps them back to -SIGTERM
-// and -SIGKILL. They are read back that way only when this object did send the request, so a
-// program that happens to exit with 65551 by itself still reads as 65551.
-constexpr int sigterm_number = 15;
-constexpr int sigkill_number = 9;
-constexpr UINT signal_exit_base = 0x10000;  // the code Python's own terminate() uses
-constexpr UINT terminate_exit_code = signal_exit_base | sigterm_number;
-constexpr UINT kill_exit_code = signal_exit_base | sigkill_number;
-
-std::error_code last_error_code() noexcept {
-  return {static_cast<int>(GetLastError()), std::system_category()};
-}
 
 std::wstring widen(std::string_view text) {
   std::wstring wide;
@@ -193,114 +180,7 @@ class inheritance {
   LPPROC_THREAD_ATTRIBUTE_LIST list_ = nullptr;
 };
 
-int decode_exit_code(DWORD code, int signal_sent) noexcept {
-  if (signal_sent != 0 && (code == terminate_exit_code || code == kill_exit_code)) {
-    return -static_cast<int>(code - signal_exit_base);
-  }
-  // Everything else is the process's own exit code, taken bit for bit. A crash ends a process
-  // with its NTSTATUS, which has the top bits set, so it reads as a large negative number
-  // (access violation 0xC0000005 reads as -1073741819), never as one of the -N of a signal.
-  return static_cast<int>(code);
-}
-
 }  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// child
-
-child::child(child&& other) noexcept {
-  std::lock_guard<std::mutex> lock(other.mutex_);
-  pid_ = std::exchange(other.pid_, 0);
-  handle_ = std::exchange(other.handle_, invalid_handle);
-  exit_code_ = std::exchange(other.exit_code_, std::nullopt);
-  signal_sent_ = std::exchange(other.signal_sent_, 0);
-  generation_ = other.generation_;
-}
-
-child& child::operator=(child&& other) noexcept {
-  if (this != &other) {
-    std::scoped_lock lock(mutex_, other.mutex_);
-    if (handle_ != invalid_handle) CloseHandle(as_handle(handle_));
-    pid_ = std::exchange(other.pid_, 0);
-    handle_ = std::exchange(other.handle_, invalid_handle);
-    exit_code_ = std::exchange(other.exit_code_, std::nullopt);
-    signal_sent_ = std::exchange(other.signal_sent_, 0);
-    generation_ = other.generation_;
-  }
-  return *this;
-}
-
-child::~child() {
-  // Closing the handle neither waits for nor ends the child; a process child lives on.
-  if (handle_ != invalid_handle) CloseHandle(as_handle(handle_));
-}
-
-bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
-  HANDLE process = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (exit_code_) return true;
-    if (handle_ == invalid_handle) return false;
-    process = as_handle(handle_);
-  }
-  // The lock is not held while blocking, so terminate() and kill() stay usable meanwhile. The
-  // handle stays valid: only the destructor and moves close it, never concurrently with this.
-  DWORD result = WAIT_TIMEOUT;
-  if (!timeout) {
-    result = WaitForSingleObject(process, INFINITE);
-  } else {
-    using namespace std::chrono;
-    const auto deadline = steady_clock::now() + std::max(*timeout, nanoseconds::zero());
-    for (;;) {
-      const auto left = deadline - steady_clock::now();
-      // Rounded up, so the wait never ends before the timeout; INFINITE itself is excluded.
-      const long long ms =
-          ceil<milliseconds>(std::max(left, steady_clock::duration::zero())).count();
-      const auto slice = static_cast<DWORD>(std::min<long long>(ms, INFINITE - 1));
-      result = WaitForSingleObject(process, slice);
-      if (result != WAIT_TIMEOUT || steady_clock::now() >= deadline) break;
-    }
-  }
-  if (result == WAIT_TIMEOUT) return false;
-  if (result != WAIT_OBJECT_0) {
-    throw std::system_error(last_error_code(), "WaitForSingleObject");
-  }
-  DWORD code = 0;
-  if (!GetExitCodeProcess(process, &code)) {
-    throw std::system_error(last_error_code(), "GetExitCodeProcess");
-  }
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (!exit_code_) exit_code_ = decode_exit_code(code, signal_sent_);
-  return true;
-}
-
-std::optional<int> child::exit_code() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return exit_code_;
-}
-
-void child::terminate() noexcept {
-  send_signal(sigterm_number);
-}
-
-void child::kill() noexcept {
-  send_signal(sigkill_number);
-}
-
-void child::send_signal(int signal_number) noexcept {
-  // Held across TerminateProcess so that a concurrent wait() decodes the exit code only once
-  // signal_sent_ says whether the code came from here.
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (exit_code_ || handle_ == invalid_handle) return;
-  const UINT code = signal_number == sigkill_number ? kill_exit_code : terminate_exit_code;
-  // Fails harmlessly if the child has already ended (its own exit code then stands).
-  if (TerminateProcess(as_handle(handle_), code) && signal_sent_ == 0) {
-    signal_sent_ = signal_number;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// spawning
 
 child spawn_child(channel& child_end, std::string_view secret, child_kind kind) {
   // The parent's copies of the child's ends go on every path, success or failure: kept, they

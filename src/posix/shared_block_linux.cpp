@@ -1,31 +1,17 @@
-// Shared blocks on POSIX. Linux: an anonymous memfd, opened by the peer through
-// /proc/<pid>/fd/<n> while the sender still holds it, so no name exists that a crash could
-// leak. Elsewhere shared blocks are not offered and large payloads use the channel.
+// Shared blocks on Linux: an anonymous memfd, opened by the peer through /proc/<pid>/fd/<n>
+// while the sender still holds it, so no name exists that a crash could leak.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <string>
 
-#include "../backend.hpp"
+#include "../os/shared_block.hpp"
+#include "descriptors.hpp"
 #include "internal.hpp"
 
 namespace multiproc::detail::os {
-
-void shared_block::release() noexcept {
-  if (data_ != nullptr) ::munmap(data_, size_);
-  if (handle_ >= 0) {
-    posix::close_registered(static_cast<int>(handle_), generation_);
-  }
-  data_ = nullptr;
-  size_ = 0;
-  handle_ = invalid_handle;
-}
-
-#if defined(__linux__)
 
 namespace {
 /// `populate`: fault the pages in at once (one pass instead of a fault per 4 KiB) -- for a
@@ -38,7 +24,10 @@ char* map_descriptor(int fd, std::size_t size, bool populate) {
   return static_cast<char*>(data);
 }
 
-/// Maps the block a peer holds as descriptor `token`, while it still holds it.
+/// Maps the block a peer holds as descriptor `token`, while it still holds it. Opening
+/// /proc/<pid>/fd/<n> of a memfd opens the same memory (not a copy), and is allowed only to a
+/// process that may ptrace-read the peer: its parent or child of the same user, here. No
+/// descriptor passing is needed, so the channel stays a plain pipe.
 char* map_peer(long pid, std::uint64_t token, std::size_t size, bool populate) {
   const std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(token);
   const posix::creating_descriptors guard;  // open to close: no fork may inherit it
@@ -61,35 +50,34 @@ bool shared_block::supported() noexcept {
 }
 
 shared_block shared_block::create(std::size_t size) {
+  // A memfd has no name in any file system: when the last descriptor and mapping go (however
+  // the processes end), the kernel frees it. Nothing like /dev/shm can be left behind.
   shared_block block;
-  int fd = -1;
   {
     const posix::creating_descriptors guard;
-    fd = ::memfd_create("multiproc-payload", MFD_CLOEXEC);
+    const int fd = ::memfd_create("multiproc-payload", MFD_CLOEXEC);
     if (fd < 0) throw posix::last_error("multiproc: creating a shared block");
     posix::register_descriptor(fd);
+    block.handle_ = owned_handle(fd);
   }
-  block.handle_ = fd;
-  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+  if (::ftruncate(static_cast<int>(block.handle_.get()), static_cast<off_t>(size)) != 0) {
     throw posix::last_error("multiproc: sizing a shared block");
   }
-  block.data_ = map_descriptor(fd, size, false);
+  block.data_ = map_descriptor(static_cast<int>(block.handle_.get()), size, false);
   block.size_ = size;
   return block;
 }
 
-void shared_block::write(std::size_t offset, const void* bytes, std::size_t count) {
-  const char* from = static_cast<const char*>(bytes);
-  while (count > 0) {
-    const ssize_t n = ::pwrite(static_cast<int>(handle_), from, count, static_cast<off_t>(offset));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw posix::last_error("multiproc: writing a shared block");
-    }
-    from += n;
-    offset += static_cast<std::size_t>(n);
-    count -= static_cast<std::size_t>(n);
+void shared_block::grow(std::size_t size) {
+  if (size <= size_) return;
+  // The memfd grows in place; the mapping moves if it must. Nothing is copied.
+  if (::ftruncate(static_cast<int>(handle_.get()), static_cast<off_t>(size)) != 0) {
+    throw posix::last_error("multiproc: growing a shared block");
   }
+  void* moved = ::mremap(data_, size_, size, MREMAP_MAYMOVE);
+  if (moved == MAP_FAILED) throw posix::last_error("multiproc: growing a shared block");
+  data_ = static_cast<char*>(moved);
+  size_ = size;
 }
 
 void shared_block::discard(std::size_t offset, std::size_t count) noexcept {
@@ -116,23 +104,11 @@ void shared_block::prefetch(std::size_t offset, std::size_t count) noexcept {
   ::madvise(data_ + first, end - first, populate_read);
 }
 
-void shared_block::grow(std::size_t size) {
-  if (size <= size_) return;
-  // The memfd grows in place; the mapping moves if it must. Nothing is copied.
-  if (::ftruncate(static_cast<int>(handle_), static_cast<off_t>(size)) != 0) {
-    throw posix::last_error("multiproc: growing a shared block");
-  }
-  void* moved = ::mremap(data_, size_, size, MREMAP_MAYMOVE);
-  if (moved == MAP_FAILED) throw posix::last_error("multiproc: growing a shared block");
-  data_ = static_cast<char*>(moved);
-  size_ = size;
-}
-
 std::uint64_t shared_block::export_to_child(const child&) {
-  return static_cast<std::uint64_t>(handle_);
+  return static_cast<std::uint64_t>(handle_.get());
 }
 std::uint64_t shared_block::export_to_parent() {
-  return static_cast<std::uint64_t>(handle_);
+  return static_cast<std::uint64_t>(handle_.get());
 }
 
 shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t size) {
@@ -149,37 +125,5 @@ shared_block shared_block::open_from_child(const child& sender, std::uint64_t to
   block.size_ = size;
   return block;
 }
-
-#else
-
-bool shared_block::supported() noexcept {
-  return false;
-}
-shared_block shared_block::create(std::size_t) {
-  throw std::system_error(std::make_error_code(std::errc::function_not_supported),
-                          "multiproc: shared blocks");
-}
-void shared_block::grow(std::size_t) {
-  create(0);
-}
-void shared_block::write(std::size_t offset, const void* bytes, std::size_t count) {
-  std::memcpy(data_ + offset, bytes, count);
-}
-void shared_block::discard(std::size_t, std::size_t) noexcept {}
-void shared_block::prefetch(std::size_t, std::size_t) noexcept {}
-std::uint64_t shared_block::export_to_child(const child&) {
-  return 0;
-}
-std::uint64_t shared_block::export_to_parent() {
-  return 0;
-}
-shared_block shared_block::open_from_parent(std::uint64_t, std::size_t) {
-  return create(0);
-}
-shared_block shared_block::open_from_child(const child&, std::uint64_t, std::size_t) {
-  return create(0);
-}
-
-#endif
 
 }  // namespace multiproc::detail::os

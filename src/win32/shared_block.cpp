@@ -3,6 +3,7 @@
 // nothing outlives the processes that use it, however they end. Unnamed sections need none of
 // Boost.Interprocess's machinery (whose Windows emulation fails under Wine without a shared
 // directory), and no name can be guessed or squatted by another program.
+#include "../os/shared_block.hpp"
 #include "internal.hpp"
 
 #include <algorithm>
@@ -36,9 +37,8 @@ char* map_section(HANDLE section, std::size_t size) {
 
 }  // namespace
 
-void shared_block::release() noexcept {
+void shared_block::unmap() noexcept {
   if (data_ != nullptr) UnmapViewOfFile(std::exchange(data_, nullptr));
-  if (handle_ != invalid_handle) CloseHandle(as_handle(std::exchange(handle_, invalid_handle)));
   size_ = 0;
 }
 
@@ -48,8 +48,9 @@ bool shared_block::supported() noexcept {
 
 shared_block shared_block::create(std::size_t size) {
   shared_block block;
-  block.handle_ = as_native(create_section(size));
-  block.data_ = map_section(as_handle(block.handle_), size);  // pagefile sections start zeroed
+  block.handle_ = owned_handle(as_native(create_section(size)));
+  block.data_ =
+      map_section(as_handle(block.handle_.get()), size);  // pagefile sections start zeroed
   block.size_ = size;
   return block;
 }
@@ -80,7 +81,7 @@ std::uint64_t shared_block::export_to_child(const child& receiver) {
   // The duplicate belongs to the receiver from now on; it is freed with the receiver if the
   // receiver never opens it.
   HANDLE duplicate = nullptr;
-  if (!DuplicateHandle(GetCurrentProcess(), as_handle(handle_), as_handle(receiver.handle()),
+  if (!DuplicateHandle(GetCurrentProcess(), as_handle(handle_.get()), as_handle(receiver.handle()),
                        &duplicate, 0, FALSE, DUPLICATE_SAME_ACCESS)) {
     throw_last_error("DuplicateHandle");
   }
@@ -90,14 +91,14 @@ std::uint64_t shared_block::export_to_child(const child& receiver) {
 std::uint64_t shared_block::export_to_parent() {
   // The parent duplicates this handle out of this process itself (open_from_child), which a
   // child cannot do the other way round: it holds no handle to its parent.
-  return static_cast<std::uint64_t>(handle_);
+  return static_cast<std::uint64_t>(handle_.get());
 }
 
 shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t size) {
   shared_block block;
   // Owned from here on, so that a failed mapping still closes it.
-  block.handle_ = static_cast<native_handle>(token);
-  block.data_ = map_section(as_handle(block.handle_), size);
+  block.handle_ = owned_handle(static_cast<native_handle>(token));
+  block.data_ = map_section(as_handle(block.handle_.get()), size);
   block.size_ = size;
   return block;
 }
@@ -111,10 +112,19 @@ shared_block shared_block::open_from_child(const child& sender, std::uint64_t to
     throw_last_error("DuplicateHandle");
   }
   shared_block block;
-  block.handle_ = as_native(duplicate);
+  block.handle_ = owned_handle(as_native(duplicate));
   block.data_ = map_section(duplicate, size);
   block.size_ = size;
   return block;
+}
+
+}  // namespace multiproc::detail::os
+
+namespace multiproc::detail::os {
+
+void shared_block::forget_from_parent(std::uint64_t token) noexcept {
+  // export_to_child duplicated the handle into this process: it is ours to close.
+  CloseHandle(as_handle(static_cast<native_handle>(token)));
 }
 
 }  // namespace multiproc::detail::os

@@ -1,5 +1,6 @@
 // Code identity on Windows: (module, offset) through the loader, checked against the
 // in-memory PE image; the image identity from the main module's PE header.
+#include "../os/code_identity.hpp"
 #include "internal.hpp"
 
 #include <cstdio>

@@ -1,0 +1,167 @@
+// Starting children (see launcher.hpp), and mp::fork(): everything in core that depends on
+// whether fork exists is in this file.
+#include "launcher.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <system_error>
+
+#include <multiproc/errors.hpp>
+#include <multiproc/this_process.hpp>
+
+#include "../os/fork.hpp"
+#include "../os/spawn.hpp"
+#include "../os/system.hpp"
+#include "protocol/task.hpp"
+#include "worker.hpp"
+
+namespace multiproc::detail {
+
+namespace {
+
+os::child_kind kind_of(child_role role) {
+  return role == child_role::pool_worker ? os::child_kind::pool_worker : os::child_kind::process;
+}
+
+/// A fresh random secret for one spawn, as hex.
+std::string make_secret() {
+  unsigned char bytes[16];
+  os::random_bytes(bytes, sizeof bytes);
+  static const char digits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char b : bytes) {
+    hex.push_back(digits[b >> 4]);
+    hex.push_back(digits[b & 15]);
+  }
+  return hex;
+}
+
+/// Writes what a child reads first. A child already gone (it refused the hello, or was
+/// killed) is not an error here: its exit code, or its channel's end, tells the owner.
+void send_ignoring_a_gone_child(os::channel& channel, std::string_view head,
+                                std::string_view tail) {
+  try {
+    channel.write_all(head.data(), head.size());
+    if (!tail.empty()) channel.write_all(tail.data(), tail.size());
+  } catch (const std::system_error&) {
+  }
+}
+
+launched spawn(const launch_plan& plan) {
+  auto [parent_end, child_end] = os::make_channel_pair();
+  const std::string secret = make_secret();
+  launched started{os::spawn_child(child_end, secret, kind_of(plan.role)), std::move(parent_end)};
+  try {
+    std::string head;
+    append_hello(head, secret, plan.role);
+    if (plan.role == child_role::process) {
+      // The call (up to 2 GiB) is written from where it is rather than copied after the head.
+      append_run_once_head(head, plan.payload.size());
+      send_ignoring_a_gone_child(started.channel, head, plan.payload);
+      started.channel.close();
+    } else {
+      head += plan.payload;
+      send_ignoring_a_gone_child(started.channel, head, {});
+    }
+  } catch (...) {
+    // A child that never gets its payload would wait for it forever: end it, then report.
+    started.child.kill();
+    started.child.wait(std::nullopt);
+    throw;
+  }
+  return started;
+}
+
+}  // namespace
+
+int run_child(child_role role, os::channel& channel, frame_reader& reader) {
+  if (role == child_role::pool_worker) return run_worker(channel, reader);
+  frame_header header{};
+  const char* body = nullptr;
+  if (!reader.next(header, body) || header.kind != frame_kind::run_once) {
+    std::fprintf(stderr,
+                 "multiproc: the parent closed the channel before sending the call to run\n");
+    return protocol_failure_exit_code;
+  }
+  // Copied out: the reader's buffer belongs to the channel closed now, so that a long-running
+  // target does not hold it.
+  const std::string call(body, header.body_size);
+  channel.close();
+  return run_process_call(call.data(), call.size());
+}
+
+void ensure_may_start() {
+  if (std::getenv(os::spawn_marker_variable) != nullptr) {
+    throw start_error(
+        "this process was started by multiproc (spawn), but main() did not call "
+        "mp::init(argc, argv) before starting processes: make mp::init main's first line",
+        std::error_code());
+  }
+}
+
+start_method checked_method(start_method method) {
+  if (!start_method_available(method)) {
+    throw start_error("the fork start method is not available on this platform",
+                      std::make_error_code(std::errc::function_not_supported));
+  }
+  return method;
+}
+
+}  // namespace multiproc::detail
+
+namespace multiproc {
+
+#if MULTIPROC_HAS_FORK
+
+long fork() {
+  detail::ensure_may_start();
+  return detail::os::fork_plain();
+}
+
+namespace detail {
+namespace {
+int forked_process(void* payload) {
+  const auto& call = *static_cast<const std::string_view*>(payload);
+  return run_process_call(call.data(), call.size());
+}
+
+int forked_worker(void* channel) {
+  auto& own = *static_cast<os::channel*>(channel);
+  frame_reader reader(own);
+  return run_worker(own, reader);
+}
+
+launched fork_child(const launch_plan& plan) {
+  if (plan.role == child_role::process) {
+    // Everything the child needs is in the memory it inherits: no channel at all.
+    return {os::fork_child(&forked_process, const_cast<std::string_view*>(&plan.payload), nullptr,
+                           os::child_kind::process),
+            {}};
+  }
+  auto [parent_end, child_end] = os::make_channel_pair();
+  launched started{
+      os::fork_child(&forked_worker, &child_end, &child_end, os::child_kind::pool_worker),
+      std::move(parent_end)};
+  child_end.close();
+  send_ignoring_a_gone_child(started.channel, plan.payload, {});
+  return started;
+}
+}  // namespace
+
+launched launch(const launch_plan& plan) {
+  return plan.method == start_method::fork ? fork_child(plan) : spawn(plan);
+}
+}  // namespace detail
+
+#else
+
+namespace detail {
+launched launch(const launch_plan& plan) {
+  return spawn(plan);
+}
+}  // namespace detail
+
+#endif
+
+}  // namespace multiproc

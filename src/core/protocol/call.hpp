@@ -1,0 +1,56 @@
+// Call bodies: what a task, an initializer or an mp::process carries -- which invoker, which
+// function (each as module + offset), and the encoded arguments -- and running one in the
+// child, with the checks DESIGN.md's function identity asks for. The frames that carry a
+// call are in task.hpp; the frame that carries its outcome back is in result.hpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include <multiproc/detail/call.hpp>
+
+#include "../../os/shared_block.hpp"
+
+namespace multiproc::detail {
+
+/// Appends the code references and arguments of `call` to `out`. If `allow_block` and the
+/// body grows past spill_threshold, moves it (from `body_start` on) into `block` instead and
+/// leaves `out` cut back to `body_start`. Throws serialization_error.
+void encode_call_body(const call_spec& call, std::string& out, std::size_t body_start,
+                      bool allow_block, os::shared_block& block, std::size_t& block_size);
+
+/// How running a call went; travels back in a result frame.
+enum class result_status : std::uint8_t {
+  ok = 0,
+  raised = 1,         ///< the target threw: type, what
+  bad_arguments = 2,  ///< decoding the arguments failed (or the call was refused): message
+  bad_result = 3,     ///< encoding the result failed: message
+};
+
+/// What running a call gave.
+struct task_outcome {
+  result_status status = result_status::ok;
+  std::string type_name;  ///< raised: the exception's type
+  std::string message;    ///< raised: its what(); bad_*: what failed
+};
+
+/// Runs a call body in this process, after checking that its invoker is one this program
+/// registered and that its target lies in executable code (else bad_arguments). The result
+/// (if `result_out`) is appended to it, or to `result_block` once it grows past
+/// spill_threshold (if `allow_block`). Exceptions the target throws are caught and described
+/// in the outcome; exit()/abort() in the target end the process as they would anywhere.
+/// `consumed_arguments`: the shared block `body` lies in, read by nobody after this call;
+/// its memory is given back as the arguments are decoded, so a huge argument is not held
+/// twice (mapped and decoded) while the target runs.
+task_outcome run_call_body(const char* body, std::size_t size, std::string* result_out,
+                           std::size_t result_start, bool allow_block,
+                           os::shared_block* result_block, std::size_t* result_block_size,
+                           os::shared_block* consumed_arguments = nullptr);
+
+/// The demangled type of the exception being handled, e.g. "std::runtime_error".
+std::string current_exception_type();
+/// The what() of the exception being handled (empty if it is not a std::exception).
+std::string current_exception_message();
+
+}  // namespace multiproc::detail

@@ -1,0 +1,179 @@
+// The codec's streams (see codec.hpp).
+#include "codec.hpp"
+
+#include <algorithm>
+#include <streambuf>
+
+#include <multiproc/config.hpp>
+
+namespace multiproc::detail {
+
+namespace {
+
+/// Writes into a std::string; past spill_threshold (when allowed) moves everything into a
+/// shared block and goes on there, so a huge payload is written once, straight into memory
+/// the other process maps.
+class spill_buffer final : public std::streambuf {
+ public:
+  void reset(std::string* out, std::size_t start, bool allow_block, os::shared_block* block,
+             std::size_t* block_size) {
+    out_ = out;
+    start_ = start;
+    allow_ = allow_block && block != nullptr && os::shared_block::supported();
+    block_ = block;
+    block_size_ = block_size;
+    used_ = 0;
+    spilled_ = false;
+  }
+
+ protected:
+  int_type overflow(int_type ch) override {
+    if (traits_type::eq_int_type(ch, traits_type::eof())) return traits_type::not_eof(ch);
+    const char c = traits_type::to_char_type(ch);
+    xsputn(&c, 1);
+    return ch;
+  }
+
+  std::streamsize xsputn(const char* data, std::streamsize count) override {
+    const auto n = static_cast<std::size_t>(count);
+    if (!spilled_) {
+      if (!allow_ || out_->size() - start_ + n <= spill_threshold) {
+        out_->append(data, n);
+        return count;
+      }
+      spill(n);
+    }
+    if (used_ + n > block_->size()) block_->grow(std::max(used_ + n, block_->size() * 2));
+    block_->write(used_, data, n);
+    used_ += n;
+    *block_size_ = used_;
+    return count;
+  }
+
+ private:
+  void spill(std::size_t incoming) {
+    const std::size_t have = out_->size() - start_;
+    *block_ = os::shared_block::create(std::max(have + incoming, 2 * spill_threshold));
+    block_->write(0, out_->data() + start_, have);
+    used_ = have;
+    *block_size_ = used_;
+    out_->resize(start_);
+    spilled_ = true;
+  }
+
+  std::string* out_ = nullptr;
+  std::size_t start_ = 0;
+  bool allow_ = false;
+  os::shared_block* block_ = nullptr;
+  std::size_t* block_size_ = nullptr;
+  std::size_t used_ = 0;
+  bool spilled_ = false;
+};
+
+class memory_buffer final : public std::streambuf {
+ public:
+  void reset(const char* data, std::size_t size, os::shared_block* consumed) {
+    begin_ = const_cast<char*>(data);  // read-only use: no put area is ever set
+    end_ = begin_ + size;
+    consumed_ = consumed;
+    if (consumed_ == nullptr) {
+      setg(begin_, begin_, end_);
+    } else {
+      enter_window(begin_);
+    }
+  }
+
+ protected:
+  // Only a consumed block has windows: each one read is discarded as the next is entered.
+  int_type underflow() override {
+    if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
+    if (consumed_ == nullptr || egptr() == end_) return traits_type::eof();
+    char* const finished = eback();
+    consumed_->discard(static_cast<std::size_t>(finished - consumed_->data()),
+                       static_cast<std::size_t>(egptr() - finished));
+    enter_window(egptr());
+    return traits_type::to_int_type(*gptr());
+  }
+
+ private:
+  /// Large enough that discarding costs nothing next to the copy, small enough that the
+  /// mapped and decoded copies of a huge argument barely overlap.
+  static constexpr std::size_t window = std::size_t{8} << 20;
+  /// The block was mapped without its pages: each window is faulted in as it is entered.
+  void enter_window(char* from) {
+    char* const to = static_cast<std::size_t>(end_ - from) <= window ? end_ : from + window;
+    consumed_->prefetch(static_cast<std::size_t>(from - consumed_->data()),
+                        static_cast<std::size_t>(to - from));
+    setg(from, from, to);
+  }
+  char* begin_ = nullptr;
+  char* end_ = nullptr;
+  os::shared_block* consumed_ = nullptr;
+};
+
+struct input_slot {
+  memory_buffer buffer;
+  std::istream stream{&buffer};
+};
+
+}  // namespace
+
+struct output_slot {
+  spill_buffer buffer;
+  std::ostream stream{&buffer};
+  bool busy = false;
+};
+
+namespace {
+#if defined(MULTIPROC_DETAIL_THREAD_LOCAL_DESTRUCTORS_BROKEN)
+// Never destroyed: one small allocation per thread that used the library.
+output_slot& thread_output() {
+  thread_local output_slot* slot = new output_slot;
+  return *slot;
+}
+input_slot& thread_input() {
+  thread_local input_slot* slot = new input_slot;
+  return *slot;
+}
+#else
+output_slot& thread_output() {
+  thread_local output_slot slot;
+  return slot;
+}
+input_slot& thread_input() {
+  thread_local input_slot slot;
+  return slot;
+}
+#endif
+}  // namespace
+
+std::istream& memory_input(const char* data, std::size_t size, os::shared_block* consumed) {
+  input_slot& slot = thread_input();
+  slot.buffer.reset(data, size, consumed);
+  slot.stream.clear();
+  return slot.stream;
+}
+
+output_lease::output_lease() {
+  if (!thread_output().busy) {
+    slot_ = &thread_output();
+  } else {
+    own_ = std::make_unique<output_slot>();
+    slot_ = own_.get();
+  }
+  slot_->busy = true;
+  slot_->stream.clear();
+}
+
+output_lease::~output_lease() {
+  slot_->busy = false;
+}
+
+std::ostream& output_lease::open(std::string* out, std::size_t start, bool allow_block,
+                                 os::shared_block* block, std::size_t* block_size) {
+  slot_->buffer.reset(out, start, allow_block, block, block_size);
+  slot_->stream.clear();
+  return slot_->stream;
+}
+
+}  // namespace multiproc::detail

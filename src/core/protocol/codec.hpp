@@ -1,0 +1,48 @@
+// The codec under every message body: streams that cereal archives write into and read from.
+// Writing goes to a std::string and, past spill_threshold, straight into a shared block the
+// peer maps (so a huge payload is written once); reading comes from memory and can give a
+// consumed block's pages back as it goes. The cereal glue for values, tuples and numeric
+// blocks is in include/multiproc/detail/call.hpp (the templates must be in headers).
+#pragma once
+
+#include <cstddef>
+#include <istream>
+#include <memory>
+#include <ostream>
+#include <string>
+
+#include "../../os/shared_block.hpp"
+
+namespace multiproc::detail {
+
+/// Largest body that travels through the channel; larger payloads go through a shared block.
+inline constexpr std::size_t spill_threshold = 128 * 1024;
+
+/// A stream reading [data, data + size), reused per thread. With `consumed` (the shared block
+/// the bytes lie in, read by nobody after this), each stretch already read is given back to
+/// the system (discard()), so a huge argument is not held twice while it is decoded.
+std::istream& memory_input(const char* data, std::size_t size,
+                           os::shared_block* consumed = nullptr);
+
+struct output_slot;
+/// A stream writing into a string, leased for one scope: each thread keeps one (streams are
+/// costly to construct), and a nested lease (a serialize() that itself submits work) gets a
+/// fresh one.
+class output_lease {
+ public:
+  output_lease();
+  ~output_lease();
+  output_lease(const output_lease&) = delete;
+  output_lease& operator=(const output_lease&) = delete;
+  /// Points the stream at `out` from `start` on. If `allow_block` (and shared blocks exist
+  /// here), once the bytes from `start` pass spill_threshold they move into `*block` (created
+  /// then, `*block_size` tracking the bytes written) and `out` is cut back to `start`.
+  std::ostream& open(std::string* out, std::size_t start, bool allow_block = false,
+                     os::shared_block* block = nullptr, std::size_t* block_size = nullptr);
+
+ private:
+  output_slot* slot_;
+  std::unique_ptr<output_slot> own_;
+};
+
+}  // namespace multiproc::detail

@@ -1,0 +1,121 @@
+// Framing (see frame.hpp).
+#include "frame.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+#include <multiproc/errors.hpp>
+
+namespace multiproc::detail {
+
+void check_frame_size(std::size_t size) {
+  if (size > max_frame_body) {
+    throw serialization_error(serialization_error::phase::encode_arguments,
+                              "the encoded call takes " + std::to_string(size) +
+                                  " bytes, more than the 2 GiB a message may carry");
+  }
+}
+
+std::size_t begin_frame(std::string& out, frame_kind kind, std::uint64_t id, std::uint8_t flags) {
+  frame_header header{};
+  header.kind = kind;
+  header.flags = flags;
+  header.id = id;
+  const std::size_t at = out.size();
+  out.append(reinterpret_cast<const char*>(&header), sizeof header);
+  return at;
+}
+
+void end_frame(std::string& out, std::size_t at, std::size_t more) {
+  const std::size_t body = out.size() - at - sizeof(frame_header) + more;
+  check_frame_size(body);
+  const auto size = static_cast<std::uint32_t>(body);
+  std::memcpy(out.data() + at + offsetof(frame_header, body_size), &size, sizeof size);
+}
+
+// Frames follow each other at any offset, so fields are patched by copying, never through
+// a frame_header reference (which could be misaligned).
+void set_frame_flags(std::string& out, std::size_t at, std::uint8_t flags) {
+  std::memcpy(out.data() + at + offsetof(frame_header, flags), &flags, sizeof flags);
+}
+
+void set_frame_elapsed(std::string& out, std::size_t at, std::uint32_t elapsed_us) {
+  std::memcpy(out.data() + at + offsetof(frame_header, elapsed_us), &elapsed_us, sizeof elapsed_us);
+}
+
+void append_u64(std::string& out, std::uint64_t value) {
+  out.append(reinterpret_cast<const char*>(&value), sizeof value);
+}
+
+void append_string(std::string& out, std::string_view text) {
+  const auto size = static_cast<std::uint32_t>(text.size());
+  out.append(reinterpret_cast<const char*>(&size), sizeof size);
+  out.append(text.data(), text.size());
+}
+
+void body_reader::need(std::size_t n) const {
+  if (remaining() < n) throw std::runtime_error("multiproc: truncated frame body");
+}
+std::uint64_t body_reader::u64() {
+  need(8);
+  std::uint64_t value;
+  std::memcpy(&value, data_, 8);
+  data_ += 8;
+  return value;
+}
+std::uint8_t body_reader::u8() {
+  need(1);
+  return static_cast<std::uint8_t>(*data_++);
+}
+std::string_view body_reader::string() {
+  need(4);
+  std::uint32_t size;
+  std::memcpy(&size, data_, 4);
+  data_ += 4;
+  need(size);
+  std::string_view text(data_, size);
+  data_ += size;
+  return text;
+}
+
+bool frame_reader::has_buffered_frame() const {
+  if (end_ - begin_ < sizeof(frame_header)) return false;
+  frame_header header;
+  std::memcpy(&header, buffer_.data() + begin_, sizeof header);
+  return end_ - begin_ >= sizeof header + header.body_size;
+}
+
+bool frame_reader::next(frame_header& header, const char*& body) {
+  for (;;) {
+    if (end_ - begin_ >= sizeof(frame_header)) {
+      std::memcpy(&header, buffer_.data() + begin_, sizeof header);
+      if (header.body_size > max_frame_body) return false;  // not a frame of ours: stop here
+      const std::size_t whole = sizeof header + header.body_size;
+      if (end_ - begin_ >= whole) {
+        body = buffer_.data() + begin_ + sizeof header;
+        begin_ += whole;
+        return true;
+      }
+      if (whole > buffer_.size()) {
+        // Make room for a large frame: move what we have to the front of a bigger buffer.
+        std::vector<char> bigger(whole);
+        std::memcpy(bigger.data(), buffer_.data() + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
+        buffer_.swap(bigger);
+      }
+    }
+    if (begin_ == end_) {
+      begin_ = end_ = 0;
+    } else if (buffer_.size() - end_ < 4096 && begin_ > 0) {
+      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    const std::size_t got = channel_.read_some(buffer_.data() + end_, buffer_.size() - end_);
+    if (got == 0) return false;
+    end_ += got;
+  }
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,64 @@
+// The call family of frames (see task.hpp).
+#include "task.hpp"
+
+namespace multiproc::detail {
+
+namespace {
+/// A body in a block travels as {u64 token, u64 size}.
+constexpr std::size_t block_reference_size = 16;
+}  // namespace
+
+void append_task(std::string& out, std::uint64_t id, const std::string& body,
+                 os::shared_block& block, std::size_t block_size, const os::child& receiver) {
+  if (block) {
+    const std::uint64_t token = block.export_to_child(receiver);
+    const std::size_t at = begin_frame(out, frame_kind::task, id, body_in_block);
+    append_u64(out, token);
+    append_u64(out, block_size);
+    end_frame(out, at);
+  } else {
+    const std::size_t at = begin_frame(out, frame_kind::task, id);
+    out += body;
+    end_frame(out, at);
+  }
+}
+
+std::size_t task_wire_size(std::size_t inline_body_size, bool in_block) noexcept {
+  return sizeof(frame_header) + (in_block ? block_reference_size : inline_body_size);
+}
+
+task_body read_task(const frame_header& header, const char* body) {
+  task_body task;
+  if ((header.flags & body_in_block) == 0) {
+    task.data = body;
+    task.size = header.body_size;
+    return task;
+  }
+  body_reader reader(body, header.body_size);
+  const std::uint64_t token = reader.u64();
+  task.size = static_cast<std::size_t>(reader.u64());
+  task.block = os::shared_block::open_from_parent(token, task.size);
+  task.data = task.block.data();
+  return task;
+}
+
+void forget_task(const frame_header& header, const char* body) noexcept {
+  if ((header.flags & body_in_block) == 0 || header.body_size < block_reference_size) return;
+  try {
+    body_reader reader(body, header.body_size);
+    os::shared_block::forget_from_parent(reader.u64());
+  } catch (...) {
+  }
+}
+
+void append_initializer(std::string& out, const std::string* encoded_call) {
+  const std::size_t at = begin_frame(out, frame_kind::initializer, 0);
+  if (encoded_call != nullptr) out += *encoded_call;
+  end_frame(out, at);
+}
+
+void append_run_once_head(std::string& out, std::size_t call_size) {
+  end_frame(out, begin_frame(out, frame_kind::run_once, 0), call_size);
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,45 @@
+// The call family of frames, parent -> child: `task` (a pool task, answered by a result),
+// `initializer` (a pool worker's set-up, answered by ready or initializer_failed) and
+// `run_once` (an mp::process's call). Each carries a call body (call.hpp), inline or, when
+// large, as the token of a shared block the child maps.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "../../os/child.hpp"
+#include "../../os/shared_block.hpp"
+#include "frame.hpp"
+
+namespace multiproc::detail {
+
+/// Parent side: appends a task frame whose body is `body`, or, if `block` holds it, the
+/// block's token exported to `receiver` and `block_size`. Throws std::system_error if the
+/// block cannot be shared with the receiver (nothing is appended then).
+void append_task(std::string& out, std::uint64_t id, const std::string& body,
+                 os::shared_block& block, std::size_t block_size, const os::child& receiver);
+/// Bytes a task frame takes in the channel: the header and the inline body or the token.
+std::size_t task_wire_size(std::size_t inline_body_size, bool in_block) noexcept;
+
+/// Worker side: a task's call body, and the block it lies in when it came in one.
+struct task_body {
+  const char* data = nullptr;
+  std::size_t size = 0;
+  os::shared_block block;
+};
+/// Reads a task frame's body, mapping its block if it has one. Throws std::system_error if
+/// the block cannot be mapped, std::runtime_error if the frame is malformed.
+task_body read_task(const frame_header& header, const char* body);
+/// Worker side, for a task frame it will not run: gives up the block token it carries.
+void forget_task(const frame_header& header, const char* body) noexcept;
+
+/// Appends the initializer frame a pool worker gets first: `encoded_call`, or an empty body
+/// for "no initializer" (the frame is sent anyway: the worker says ready only after it).
+void append_initializer(std::string& out, const std::string* encoded_call);
+
+/// Appends the head of a run_once frame whose body, the encoded call of `call_size` bytes,
+/// the caller writes right after it (so a large call is never copied behind the head).
+void append_run_once_head(std::string& out, std::size_t call_size);
+
+}  // namespace multiproc::detail

@@ -1,0 +1,19 @@
+// The child's side of both roles: the pool worker loop, and an mp::process's one call.
+#pragma once
+
+#include <cstddef>
+
+#include "../os/channel.hpp"
+#include "protocol/frame.hpp"
+
+namespace multiproc::detail {
+
+/// The worker loop of a pool worker: runs its initializer, then answers tasks until a stop
+/// frame or the end of its channel (its parent is gone); returns the process exit code.
+int run_worker(os::channel& channel, frame_reader& reader);
+
+/// Runs one encoded call as an mp::process child; returns the exit code (1 if it threw,
+/// after printing "<type>: <what>" to stderr), after flushing the child's output.
+int run_process_call(const char* body, std::size_t size);
+
+}  // namespace multiproc::detail

@@ -1,0 +1,70 @@
+// The backend seam, part 3: children this process started, waited for and signalled.
+// Twins: src/posix/child.cpp, src/win32/child.cpp; the portable part is src/os/child.cpp.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+
+#include "handle.hpp"
+
+namespace multiproc::detail::os {
+
+/// How a child ended, as the backend saw it, before Python's convention is applied.
+struct child_end {
+  bool by_signal = false;  ///< ended by signal `value` (Windows: by this object's terminate/kill)
+  int value = 0;           ///< the signal number, or the exit status
+};
+/// Python's exit code: the status, or -N for signal N.
+int python_exit_code(child_end end) noexcept;
+/// What a child reads as when the program reaped it behind the library's back (its status
+/// is lost).
+inline constexpr int unknown_exit_code = 255;
+
+/// Which ties a child keeps to its parent's life.
+enum class child_kind : std::uint8_t {
+  process,      ///< an mp::process: lives on its own, like Python's Process
+  pool_worker,  ///< dies with the parent (PR_SET_PDEATHSIG / job object) besides seeing EOF
+};
+
+/// A child process this process started. Thread-safe: one thread may wait while another
+/// terminates. The destructor neither waits nor kills: the owner decides. Move operations
+/// are not thread-safe against other uses of the same object (as for any std type).
+class child {
+ public:
+  child() = default;
+  /// Used by the backends: a started child with its pid and (optionally) a handle to wait on
+  /// (the process handle on Windows, a pidfd on Linux).
+  child(long pid, native_handle handle) noexcept : pid_(pid), handle_(handle) {}
+  child(child&& other) noexcept;
+  child& operator=(child&& other) noexcept;
+  child(const child&) = delete;
+  child& operator=(const child&) = delete;
+  ~child() = default;
+
+  bool valid() const noexcept { return pid_ != 0; }
+  long pid() const noexcept { return pid_; }
+  /// Waits until the child ended or `timeout` ran out (nullopt: no limit; zero or less:
+  /// poll), and reaps it. Returns true once it has ended.
+  bool wait(std::optional<std::chrono::nanoseconds> timeout);
+  /// Python's exit code: the status, or -N for signal N; nullopt until reaped.
+  std::optional<int> exit_code() const;
+  /// Asks the child to end (SIGTERM; TerminateProcess on Windows). No-op once reaped.
+  void terminate() noexcept;
+  /// Ends the child at once (SIGKILL; TerminateProcess on Windows). No-op once reaped.
+  void kill() noexcept;
+  /// The process handle on Windows, the pidfd on Linux (or invalid_handle).
+  native_handle handle() const noexcept { return handle_.get(); }
+
+ private:
+  void send_signal(int signal_number) noexcept;
+  mutable std::mutex mutex_;
+  long pid_ = 0;
+  owned_handle handle_;
+  std::optional<int> exit_code_;
+  int signal_sent_ = 0;  ///< which request was sent; Windows reads its own codes back by it
+  int waiters_ = 0;      ///< POSIX: threads inside wait(), which may be polling the pidfd
+};
+
+}  // namespace multiproc::detail::os

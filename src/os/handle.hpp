@@ -1,0 +1,50 @@
+// The backend seam, part 1: owned OS handles. Every seam class holds its descriptors
+// (POSIX) or HANDLEs (Windows) through owned_handle, so each is closed exactly once.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+namespace multiproc::detail::os {
+
+/// A file descriptor on POSIX, a HANDLE on Windows.
+using native_handle = std::intptr_t;
+inline constexpr native_handle invalid_handle = -1;
+
+/// Owns one OS handle and closes it once. Move-only.
+/// POSIX: a forked child closes the library's descriptors it inherited (posix/descriptors.hpp);
+/// an owned_handle made before such a fork never closes its number again, because by then the
+/// number may name one of the program's own files. Windows: a plain handle owner.
+class owned_handle {
+ public:
+  owned_handle() = default;
+  /// Takes ownership of `value` (which the backend has registered, on POSIX).
+  explicit owned_handle(native_handle value) noexcept;
+  owned_handle(owned_handle&& other) noexcept
+      : value_(std::exchange(other.value_, invalid_handle)), stamp_(other.stamp_) {}
+  owned_handle& operator=(owned_handle&& other) noexcept {
+    if (this != &other) {
+      reset();
+      value_ = std::exchange(other.value_, invalid_handle);
+      stamp_ = other.stamp_;
+    }
+    return *this;
+  }
+  owned_handle(const owned_handle&) = delete;
+  owned_handle& operator=(const owned_handle&) = delete;
+  ~owned_handle() { reset(); }
+
+  native_handle get() const noexcept { return value_; }
+  explicit operator bool() const noexcept { return value_ != invalid_handle; }
+  /// Closes the handle (if this process still owns that number) and leaves this empty.
+  void reset() noexcept;
+  /// Gives the handle up without closing it.
+  native_handle release() noexcept { return std::exchange(value_, invalid_handle); }
+
+ private:
+  native_handle value_ = invalid_handle;
+  /// Backend bookkeeping stamped at construction (POSIX: the descriptor epoch; Windows: 0).
+  std::uint32_t stamp_ = 0;
+};
+
+}  // namespace multiproc::detail::os

@@ -1,0 +1,86 @@
+// The backend seam, part 8: shared blocks, the unnamed shared memory large payloads travel in.
+// Twins: src/posix/shared_block.cpp (with shared_block_linux.cpp or shared_block_portable.cpp)
+// and src/win32/shared_block.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "child.hpp"
+#include "handle.hpp"
+
+namespace multiproc::detail::os {
+
+/// A read-write shared mapping, freed by the OS once no process maps or holds it, so a
+/// process dying at any point leaks nothing (memfd on Linux, a section on Windows). Nothing
+/// is named: a peer opens it through the sender's handle. Move-only.
+class shared_block {
+ public:
+  shared_block() = default;
+  shared_block(shared_block&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)),
+        handle_(std::move(other.handle_)) {}
+  shared_block& operator=(shared_block&& other) noexcept {
+    if (this != &other) {
+      unmap();
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+      handle_ = std::move(other.handle_);
+    }
+    return *this;
+  }
+  shared_block(const shared_block&) = delete;
+  shared_block& operator=(const shared_block&) = delete;
+  ~shared_block() { unmap(); }
+
+  /// True where this platform has shared blocks (else payloads travel through the channel).
+  static bool supported() noexcept;
+  /// A new zero-filled block. Throws std::system_error.
+  static shared_block create(std::size_t size);
+  /// Makes the block at least `size` bytes, keeping its contents. Throws std::system_error.
+  /// Windows: the contents move to a new section, so tokens exported before name the old one.
+  void grow(std::size_t size);
+  /// Copies `count` bytes into the block at `offset` (offset + count <= size()). On Linux
+  /// through the descriptor (pwrite): the kernel fills the pages without faulting them into
+  /// this process's mapping, which on a fresh block costs more than the copy itself. Throws
+  /// std::system_error.
+  void write(std::size_t offset, const void* bytes, std::size_t count);
+  /// Gives back the memory behind the whole pages inside [offset, offset + count), for
+  /// every process that maps the block, once nobody will read those bytes again (they read
+  /// as zero afterwards). Linux: madvise(MADV_REMOVE). Elsewhere it does nothing. Never fails:
+  /// at worst the memory is freed later, with the block.
+  void discard(std::size_t offset, std::size_t count) noexcept;
+  /// Faults in the pages of [offset, offset + count) in one pass, ahead of reading them
+  /// (Linux 5.14+: MADV_POPULATE_READ). Elsewhere, or on older kernels, nothing: the pages then
+  /// fault in as they are read. Never fails.
+  void prefetch(std::size_t offset, std::size_t count) noexcept;
+  char* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  explicit operator bool() const noexcept { return data_ != nullptr; }
+
+  /// Parent side: a token with which `receiver` can open this block (open_from_parent).
+  /// Windows: the token is a handle duplicated into the receiver, which owns it from then on.
+  std::uint64_t export_to_child(const child& receiver);
+  /// Child side: a token with which the parent can open this block (open_from_child), valid
+  /// while this block lives.
+  std::uint64_t export_to_parent();
+  /// Child side: maps the block the parent exported, without faulting its pages in (the
+  /// reader prefetches what it is about to read). Throws std::system_error.
+  static shared_block open_from_parent(std::uint64_t token, std::size_t size);
+  /// Parent side: maps the block `sender` exported. Throws std::system_error.
+  static shared_block open_from_child(const child& sender, std::uint64_t token, std::size_t size);
+  /// Child side: gives up a token the parent exported without mapping it (a task that will
+  /// not run here). Windows closes the duplicated handle; POSIX has nothing to free.
+  static void forget_from_parent(std::uint64_t token) noexcept;
+
+ private:
+  /// Unmaps the view (the handle closes itself).
+  void unmap() noexcept;
+  char* data_ = nullptr;
+  std::size_t size_ = 0;
+  owned_handle handle_;
+};
+
+}  // namespace multiproc::detail::os

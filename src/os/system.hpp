@@ -1,0 +1,19 @@
+// The backend seam, part 7: facts about this process and small services of the system.
+// Twins: src/posix/system.cpp, src/win32/system.cpp.
+#pragma once
+
+#include <cstddef>
+
+namespace multiproc::detail::os {
+
+long current_pid() noexcept;
+/// POSIX: getppid() now; Windows: the creator's id as recorded at creation.
+long parent_pid() noexcept;
+/// The CPUs this process may run on (its affinity mask where there is one); 0 if unknown.
+unsigned hardware_cpu_count() noexcept;
+/// Removes a variable from this process's environment.
+void unset_environment(const char* name) noexcept;
+/// Fills `buffer` with cryptographically random bytes. Throws start_error on failure.
+void random_bytes(void* buffer, std::size_t size);
+
+}  // namespace multiproc::detail::os

@@ -1,0 +1,118 @@
+// fork() for the library: the guarded fork every forked child goes through, the child's
+// clean-up, and mp::fork()'s raw fork.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <iostream>
+#include <mutex>
+#include <new>
+#include <shared_mutex>
+
+#include <multiproc/errors.hpp>
+
+#include "../os/fork.hpp"
+#include "../os/spawn.hpp"
+#include "descriptors.hpp"
+#include "internal.hpp"
+#include "platform.hpp"
+
+#if defined(__SANITIZE_THREAD__)
+#define MULTIPROC_DETAIL_THREAD_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MULTIPROC_DETAIL_THREAD_SANITIZER 1
+#endif
+#endif
+#if defined(MULTIPROC_DETAIL_THREAD_SANITIZER)
+#include <sanitizer/tsan_interface.h>
+#endif
+
+namespace multiproc::detail::os {
+
+namespace {
+
+void flush_standard_streams() {
+  // Unflushed output would otherwise be written twice: once by each side of the fork.
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+}
+
+/// ThreadSanitizer does not see a lock re-created in place (a placement new, no call):
+/// without this it would take the fork child's fresh locks for the ones its parent held.
+void forget_locks_held_at_fork(void* descriptors, void* code_cache) noexcept {
+#if defined(MULTIPROC_DETAIL_THREAD_SANITIZER)
+  for (void* lock : {descriptors, code_cache}) {
+    __tsan_mutex_pre_unlock(lock, 0);
+    __tsan_mutex_post_unlock(lock, 0);
+  }
+#else
+  (void)descriptors;
+  (void)code_cache;
+#endif
+}
+
+/// Forks with every signal blocked (no handler of the program runs in the child before it has
+/// cleaned up) and with the library's fork-sensitive locks held exclusively: no other thread
+/// can be half-way through creating a descriptor (which the child could then not close) or
+/// through the module cache. Returns fork's result; the caller restores `previous`.
+pid_t guarded_fork(sigset_t& previous) {
+  flush_standard_streams();
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &previous);
+  std::unique_lock<std::shared_mutex> descriptors(posix::descriptor_creation_mutex());
+  std::unique_lock<std::mutex> code_cache(posix::code_cache_mutex());
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    // The child's copies are held by a thread that does not exist there (an rwlock remembers
+    // its writer's tid): make them fresh instead of unlocking them.
+    descriptors.release();
+    code_cache.release();
+    forget_locks_held_at_fork(&posix::descriptor_creation_mutex(), &posix::code_cache_mutex());
+    new (&posix::descriptor_creation_mutex()) std::shared_mutex;
+    new (&posix::code_cache_mutex()) std::mutex;
+  }
+  return pid;
+}
+
+}  // namespace
+
+// The child side runs in a copy of a possibly multi-threaded process in which only this
+// thread exists: it touches only what the library owns (its descriptor table, which needs no
+// lock) before it runs the entry, and it leaves with _exit, never exit (the parent's atexit
+// handlers and static destructors are not the child's to run).
+child fork_child(int (*entry)(void* context), void* context, const channel* keep, child_kind kind) {
+  const long parent = static_cast<long>(::getpid());
+  sigset_t previous;
+  const pid_t pid = guarded_fork(previous);
+  if (pid == 0) {
+    posix::close_registered_descriptors(keep ? static_cast<int>(keep->read_handle()) : -1,
+                                        keep ? static_cast<int>(keep->write_handle()) : -1);
+    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+    if (kind == child_kind::pool_worker && !die_with_parent(parent)) ::_exit(0);
+    const int code = entry(context);
+    flush_standard_streams();
+    ::_exit(code);
+  }
+  const int saved = errno;
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  if (pid < 0) throw start_error("multiproc: fork failed", {saved, std::generic_category()});
+  // Opened after the fork, so the child never holds its own pidfd (or a sibling's).
+  const posix::creating_descriptors guard;
+  return child(pid, posix::platform::open_process_descriptor_locked(pid));
+}
+
+long fork_plain() {
+  sigset_t previous;
+  const pid_t pid = guarded_fork(previous);
+  const int saved = errno;
+  if (pid == 0) posix::close_registered_descriptors(-1, -1);
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  if (pid < 0) throw start_error("multiproc: fork failed", {saved, std::generic_category()});
+  return pid;
+}
+
+}  // namespace multiproc::detail::os

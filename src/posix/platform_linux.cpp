@@ -1,0 +1,92 @@
+// The Linux extras of the POSIX backend (see platform.hpp).
+#include "platform.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+
+#include <multiproc/errors.hpp>
+
+#include "descriptors.hpp"
+
+namespace multiproc::detail::os::posix::platform {
+
+int open_process_descriptor_locked(long pid) noexcept {
+#if defined(SYS_pidfd_open)
+  // A pidfd lets join(timeout) sleep in poll() instead of polling waitpid.
+  const long fd = ::syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0);
+  if (fd >= 0) {
+    ::fcntl(static_cast<int>(fd), F_SETFD, FD_CLOEXEC);
+    register_descriptor(static_cast<int>(fd));
+    return static_cast<int>(fd);
+  }
+#else
+  (void)pid;
+#endif
+  return -1;  // kernel older than 5.3
+}
+
+bool make_cloexec_pipe(int fds[2]) noexcept {
+  return ::pipe2(fds, O_CLOEXEC) == 0;
+}
+
+void enlarge_pipe(int fd) noexcept {
+  // Bigger pipes let tiny tasks and results flow in large batches.
+  ::fcntl(fd, F_SETPIPE_SZ, 256 * 1024);
+}
+
+std::size_t pipe_capacity(int fd) noexcept {
+  const int size = ::fcntl(fd, F_GETPIPE_SZ);
+  return size > 0 ? static_cast<std::size_t>(size) : 16 * 1024;
+}
+
+bool add_close_from(posix_spawn_file_actions_t* actions, int lowest) noexcept {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+  return posix_spawn_file_actions_addclosefrom_np(actions, lowest) == 0;
+#else
+  (void)actions;
+  (void)lowest;
+  return false;
+#endif
+}
+
+short extra_spawn_flags() noexcept {
+  return 0;
+}
+
+std::string executable_path() {
+  return "/proc/self/exe";
+}
+
+void kill_me_when_parent_dies() noexcept {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+unsigned affinity_cpu_count() noexcept {
+  // The CPUs this process may run on (taskset, cgroups cpusets), as os.process_cpu_count().
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return static_cast<unsigned>(CPU_COUNT(&set));
+  return 0;
+}
+
+void fill_random(void* buffer, std::size_t size) {
+  auto* out = static_cast<unsigned char*>(buffer);
+  while (size > 0) {
+    const ssize_t got = ::getrandom(out, size, 0);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw start_error("multiproc: no random bytes for the spawn secret",
+                        {errno, std::generic_category()});
+    }
+    out += got;
+    size -= static_cast<std::size_t>(got);
+  }
+}
+
+}  // namespace multiproc::detail::os::posix::platform
