@@ -24,6 +24,12 @@ MULTIPROC_API unsigned cpu_count() noexcept;
 /// os.fork(): returns 0 in the child and the child's id in the parent. Throws
 /// mp::start_error (with the OS error) if fork fails. The child is the caller's own copy;
 /// it holds no multiproc descriptor (channels of pools and processes are closed in it).
+/// Buffered output, as with os.fork: the C streams are flushed just before the fork
+/// (fflush(NULL)), but what another thread buffers in the instant between that flush and the
+/// fork, and whatever the C++ streams hold after std::ios::sync_with_stdio(false), is in both
+/// processes' buffers, and each writes it when it flushes; a child that must not repeat it
+/// leaves with _exit() or does not print. (The children mp::process and mp::pool fork
+/// themselves drop what they inherited: they never repeat the parent's output.)
 /// POSIX only: test MULTIPROC_HAS_FORK.
 MULTIPROC_API long fork();
 #endif

@@ -11,14 +11,15 @@
 namespace multiproc::detail::os {
 
 #if MULTIPROC_HAS_FORK
-/// Forks. The child drops the stdio bytes it inherited unflushed (they are the parent's to
-/// write), closes every library descriptor but `keep`, ties itself to the parent if `kind`
-/// says so, runs `entry(context)` and _exit()s with its return value after flushing its own
-/// output. Throws start_error with the OS error.
+/// Forks, after flushing the C streams. The child closes every library descriptor but `keep`,
+/// drops the output it inherited unwritten in stdout, stderr and the standard C++ streams
+/// (the parent's to write), ties itself to the parent if `kind` says so, runs
+/// `entry(context)` and _exit()s with its return value after flushing its own output. Throws
+/// start_error with the OS error.
 child fork_child(int (*entry)(void* context), void* context, const channel* keep, child_kind kind);
 /// The raw fork of mp::fork(): returns 0 in the child, the pid in the parent. The child closes
-/// the library's descriptors it inherited; stdio is flushed before the fork, as os.fork does
-/// nothing of the kind. Throws start_error with the OS error.
+/// the library's descriptors it inherited and keeps everything else, buffered output included
+/// (see mp::fork()). Throws start_error with the OS error.
 long fork_plain();
 #endif
 

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <new>
@@ -28,16 +29,66 @@
 #if defined(MULTIPROC_DETAIL_THREAD_SANITIZER)
 #include <sanitizer/tsan_interface.h>
 #endif
+#if __has_include(<stdio_ext.h>)
+#include <stdio_ext.h>  // __fpurge (glibc, musl); the BSDs and macOS have fpurge in <stdio.h>
+#define MULTIPROC_DETAIL_PURGE __fpurge
+#else
+#define MULTIPROC_DETAIL_PURGE fpurge
+#endif
 
 namespace multiproc::detail::os {
 
 namespace {
 
-void flush_standard_streams() {
-  // Unflushed output would otherwise be written twice: once by each side of the fork.
+/// In the parent, before forking: what the C streams hold goes out now, in order, so the
+/// child's output comes after it. fflush(NULL) is thread-safe (every FILE has its lock). The
+/// C++ streams are not flushed here: synced with stdio (the default) they hold nothing of
+/// their own, and after sync_with_stdio(false) they are not thread-safe, so flushing them from
+/// this thread (a pool's supervisor, or whichever thread starts a process) could race with the
+/// thread that prints. Their bytes stay the parent's; the child drops its copy.
+void flush_c_streams() noexcept {
+  std::fflush(nullptr);
+}
+
+/// In the child, when its call is done: its own output goes out before _exit.
+void flush_own_output() {
   std::cout.flush();
   std::cerr.flush();
   std::fflush(nullptr);
+}
+
+/// Forgets what a stream's buffer holds without writing it.
+template <class Char>
+struct unwritten_output : std::basic_streambuf<Char> {
+  /// Only file buffers: their pending bytes are the parent's output. (An in-memory buffer's
+  /// put area is its contents, not pending output: left alone.)
+  static void drop(std::basic_ios<Char>& stream) noexcept {
+    auto* buffer = dynamic_cast<std::basic_filebuf<Char>*>(stream.rdbuf());
+    if (buffer == nullptr) return;
+    // Through member pointers named via this derived class: the one legal way to reach the
+    // protected put-area members of a buffer that is not of this class.
+    using base = std::basic_streambuf<Char>;
+    Char* (base::*begin)() const = &unwritten_output::pbase;
+    Char* (base::*end)() const = &unwritten_output::epptr;
+    void (base::*set)(Char*, Char*) = &unwritten_output::setp;
+    (buffer->*set)((buffer->*begin)(), (buffer->*end)());
+  }
+};
+
+/// In a forked child, before it runs anything: the bytes the parent's threads had buffered in
+/// stdout, stderr and the standard C++ streams at the moment of the fork are the parent's to
+/// write, and it will. A flush before fork() cannot prevent them (another thread may print
+/// between the flush and the fork), so the child drops its copies; its own output, written
+/// from now on, is flushed when its call ends.
+void drop_inherited_output() noexcept {
+  MULTIPROC_DETAIL_PURGE(stdout);
+  MULTIPROC_DETAIL_PURGE(stderr);
+  unwritten_output<char>::drop(std::cout);
+  unwritten_output<char>::drop(std::cerr);
+  unwritten_output<char>::drop(std::clog);
+  unwritten_output<wchar_t>::drop(std::wcout);
+  unwritten_output<wchar_t>::drop(std::wcerr);
+  unwritten_output<wchar_t>::drop(std::wclog);
 }
 
 /// ThreadSanitizer does not see a lock re-created in place (a placement new, no call):
@@ -59,7 +110,7 @@ void forget_locks_held_at_fork(void* descriptors, void* code_cache) noexcept {
 /// can be half-way through creating a descriptor (which the child could then not close) or
 /// through the module cache. Returns fork's result; the caller restores `previous`.
 pid_t guarded_fork(sigset_t& previous) {
-  flush_standard_streams();
+  flush_c_streams();
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &previous);
@@ -91,10 +142,11 @@ child fork_child(int (*entry)(void* context), void* context, const channel* keep
   if (pid == 0) {
     posix::close_registered_descriptors(keep ? static_cast<int>(keep->read_handle()) : -1,
                                         keep ? static_cast<int>(keep->write_handle()) : -1);
+    drop_inherited_output();
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     if (kind == child_kind::pool_worker && !die_with_parent(parent)) ::_exit(0);
     const int code = entry(context);
-    flush_standard_streams();
+    flush_own_output();
     ::_exit(code);
   }
   const int saved = errno;
