@@ -5,12 +5,14 @@
 #include <cstdio>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <system_error>
 #include <unordered_map>
 
 #include "protocol/call.hpp"
 #include "protocol/control.hpp"
 #include "protocol/hello.hpp"
+#include "protocol/ledger.hpp"
 #include "protocol/result.hpp"
 #include "protocol/task.hpp"
 
@@ -66,12 +68,19 @@ int run_worker(os::channel& channel, frame_reader& reader) {
     if (!out.empty()) channel.write_all(out.data(), out.size());
     out.clear();
   };
+  // The claim ledger, when the pool sent one (ledger.hpp): each task is claimed before it
+  // runs, so the pool can take back those it sent but this worker has not started.
+  os::shared_block ledger_block;
+  std::optional<claim_word> ledger;
+  std::uint64_t tasks_read = 0;
   bool ready = false;
   bool stopping = false;
   try {
     frame_header header{};
     const char* body = nullptr;
     for (;;) {
+      // Answers to taken-back tasks wait for the next result, or go before this blocks.
+      if (!reader.has_buffered_frame()) flush();
       if (!reader.next(header, body)) return 0;  // the parent is gone
       switch (header.kind) {
         case frame_kind::task:
@@ -79,10 +88,28 @@ int run_worker(os::channel& channel, frame_reader& reader) {
             append_ready(out);
             ready = true;
           }
+          if (ledger && !ledger->claim(++tasks_read)) {
+            forget_task(header, body);
+            append_skipped(out, header.id);
+            break;
+          }
           // Each result leaves before the next task starts: if that task crashes the worker,
           // the parent knows exactly which task was running, and no finished one is lost.
           answer_task(header, body, out, held);
           flush();
+          break;
+        case frame_kind::ledger:
+          // Without its word this worker must not serve: the pool would take tasks back that
+          // it then runs anyway. Exiting instead, it started none of them.
+          try {
+            const ledger_location where = read_ledger(header, body);
+            ledger_block = os::shared_block::open_from_parent(where.token, where.size);
+            ledger.emplace(ledger_block.data() + where.offset);
+          } catch (const std::exception& e) {
+            std::fprintf(stderr, "multiproc: worker cannot map its claim ledger: %s; exiting\n",
+                         e.what());
+            return protocol_failure_exit_code;
+          }
           break;
         case frame_kind::initializer: {
           const task_outcome outcome =

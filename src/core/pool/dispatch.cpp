@@ -125,7 +125,8 @@ void pool_impl::check_accepting_locked() const {
 /// worker never waits for the parent's round trip); many for tiny tasks (one wake-up serves
 /// a batch).
 std::size_t pool_impl::depth_limit_locked() const {
-  if (average_task_us_ < 0 || average_task_us_ >= 10000) return 1;
+  // Without a claim ledger nothing sent could be taken back: one task at a time.
+  if (!ledger_ || average_task_us_ < 0 || average_task_us_ >= 10000) return 1;
   if (average_task_us_ >= 100) return 2;
   return std::min<std::size_t>(64,
                                2 + static_cast<std::size_t>(400 / std::max(average_task_us_, 1.0)));
@@ -141,7 +142,7 @@ void pool_impl::dispatch_locked() {
     worker_slot* best = nullptr;
     const std::size_t size = pending_.front().wire_size();
     for (auto& s : slots_) {
-      if (!s->accepting || s->in_flight.size() >= depth) continue;
+      if (!s->accepting || s->taken_back != 0 || s->in_flight.size() >= depth) continue;
       if (!s->in_flight.empty() && s->in_flight_bytes + size > s->budget) continue;
       if (best == nullptr || s->in_flight.size() < best->in_flight.size()) best = s.get();
     }
@@ -153,6 +154,7 @@ void pool_impl::dispatch_locked() {
   for (auto& s : slots_)
     flush_outbox_locked(*s);
   if (paced_submitters_ != 0) changed_.notify_all();
+  note_stranding_locked();
 }
 
 void pool_impl::send_task_locked(worker_slot& slot, task t) {
@@ -167,10 +169,10 @@ void pool_impl::send_task_locked(worker_slot& slot, task t) {
                                         std::error_code())));
     return;
   }
+  t.number = ++slot.tasks_sent;
   slot.in_flight_bytes += t.wire_size();
   slot.in_flight.push_back(std::move(t));
   slot.in_flight_count.store(slot.in_flight.size(), std::memory_order_relaxed);
-  ++slot.tasks_sent;
   if (options_.maxtasksperchild != 0 && slot.tasks_sent >= options_.maxtasksperchild) {
     append_stop_locked(slot);
   }
@@ -270,6 +272,7 @@ void pool_impl::break_locked(std::exception_ptr error) {
 }
 
 void pool_impl::fail_everything_locked(const std::exception_ptr& error) {
+  stranded_since_.reset();
   for (auto& t : pending_)
     fail_later_locked(std::move(t), error);
   pending_.clear();

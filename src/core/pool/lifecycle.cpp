@@ -24,6 +24,18 @@ std::shared_ptr<pool_impl> pool_impl::start(const pool_options& options) {
   for (unsigned i = 0; i < impl->options_.processes; ++i) {
     impl->slots_.push_back(std::make_unique<worker_slot>());
   }
+  if (os::shared_block::supported()) {
+    try {
+      impl->ledger_ = os::shared_block::create(impl->slots_.size() * ledger_stride);
+      for (std::size_t i = 0; i < impl->slots_.size(); ++i) {
+        impl->slots_[i]->ledger_offset = i * ledger_stride;
+        impl->slots_[i]->ledger.emplace(impl->ledger_.data() + i * ledger_stride);
+      }
+    } catch (const std::system_error&) {
+      // No ledger: workers then hold one task at a time (nothing sent ever needs taking back).
+      impl->ledger_ = os::shared_block();
+    }
+  }
   try {
     std::lock_guard<std::mutex> lock(impl->mutex_);
     for (auto& s : impl->slots_) {
@@ -68,6 +80,9 @@ pool_impl::~pool_impl() {
     if (s->thread.joinable() && s->thread.get_id() == std::this_thread::get_id()) {
       s->thread.detach();
     }
+  }
+  if (rebalancer_.joinable() && rebalancer_.get_id() == std::this_thread::get_id()) {
+    rebalancer_.detach();
   }
   join_threads();
 }
@@ -155,6 +170,18 @@ void pool_impl::join_threads() {
   for (auto& s : slots_) {
     if (s->thread.joinable()) s->thread.join();
   }
+  // Started under mutex_ (rebalance.cpp); once every supervisor is gone, nothing starts it.
+  std::thread rebalancer;
+  {
+    std::lock_guard<std::mutex> state(mutex_);
+    rebalancer.swap(rebalancer_);
+  }
+  if (rebalancer.joinable()) rebalancer.join();
+  // No worker is left to claim anything: a joined pool holds no shared memory.
+  std::lock_guard<std::mutex> state(mutex_);
+  for (auto& s : slots_)
+    s->ledger.reset();
+  ledger_ = os::shared_block();
 }
 
 /// True on a supervisor of this pool, i.e. inside one of its callbacks.

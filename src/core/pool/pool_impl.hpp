@@ -3,11 +3,13 @@
 //   dispatch.cpp     submit, schedule (which worker gets which task), settle results
 //   supervision.cpp  one supervisor thread per worker: start it, read and route its results,
 //                    reap it, restart it
+//   rebalance.cpp    take back tasks a busy worker holds unstarted while another is idle
 //   lifecycle.cpp    start the pool; close, join, terminate, and what ~pool does
 // src/core/pool/pool.cpp (the public mp::pool) only forwards here.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +17,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,6 +28,7 @@
 #include "../../os/child.hpp"
 #include "../../os/shared_block.hpp"
 #include "../protocol/frame.hpp"
+#include "../protocol/ledger.hpp"
 #include "../protocol/result.hpp"
 #include "../protocol/task.hpp"
 #include "result_state.hpp"
@@ -34,6 +38,7 @@ namespace multiproc::detail {
 /// One submitted call (a task, or one chunk of a map), from submission until its outcome.
 struct task {
   std::uint64_t id = 0;
+  std::uint64_t number = 0;  ///< its place among the tasks sent to its worker (ledger.hpp)
   std::shared_ptr<result_state> state;
   std::size_t part = 0;    ///< which part of `state` it settles
   std::string body;        ///< the encoded call, when small
@@ -61,6 +66,13 @@ struct worker_slot {
   std::size_t budget = 0;  ///< in-flight bytes its pipe takes without blocking a writer
   std::size_t tasks_sent = 0;
   bool accepting = false;  ///< started, not stopping: tasks may be sent
+  /// This worker's claim word, where the pool has a ledger: which tasks it started. Fixed at
+  /// the pool's start, as its offset in the pool's ledger block.
+  std::optional<claim_word> ledger;
+  std::size_t ledger_offset = 0;
+  /// Tasks taken back (rebalance.cpp) whose frames the worker has yet to answer with skipped;
+  /// while there are some, the worker is held: it gets nothing new.
+  std::size_t taken_back = 0;
   bool ready_seen = false;
   int failed_starts = 0;  ///< starts in a row that never became ready
   std::string outbox;     ///< frames to write at the next flush
@@ -69,7 +81,7 @@ struct worker_slot {
   std::atomic<std::size_t> in_flight_count{0};
 };
 
-class pool_impl {
+class pool_impl : public std::enable_shared_from_this<pool_impl> {
  public:
   /// Starts the supervisors and waits until every slot has started a worker (or the pool gave
   /// up). Throws std::invalid_argument, start_error, or the initializer's failure.
@@ -121,6 +133,14 @@ class pool_impl {
   void fail_everything_locked(const std::exception_ptr& error);
   void record_task_time_locked(std::uint32_t elapsed_us);
 
+  // rebalance.cpp
+  void rebalance();
+  bool stranded_locked() const;
+  void note_stranding_locked();
+  void take_back_locked(worker_slot& slot);
+  void skipped_locked(worker_slot& slot);
+  std::chrono::microseconds stranding_bound_locked() const;
+
   // supervision.cpp
   void supervise(worker_slot& slot);
   void start_worker(worker_slot& slot, std::unique_lock<std::mutex>& lock);
@@ -141,6 +161,9 @@ class pool_impl {
   long creator_ = 0;
   /// The vector never changes after start(); each slot's fields are guarded as worker_slot says.
   std::vector<std::unique_ptr<worker_slot>> slots_;
+  /// The workers' claim words, ledger_stride bytes each; empty where the platform has no shared
+  /// blocks (then a worker holds one task at a time: nothing to take back).
+  os::shared_block ledger_;
 
   // ---- guarded by mutex_ -----------------------------------------------------------------------
   mutable std::mutex mutex_;
@@ -157,14 +180,21 @@ class pool_impl {
   std::size_t live_threads_ = 0;      ///< supervisors still running
   int paced_submitters_ = 0;          ///< submit_the_rest() callers waiting for parts to leave
   std::vector<settlement> deferred_;  ///< failures found under the lock, settled after it
+  /// Since when an idle worker has watched another hold tasks it has not started (unset: not
+  /// now). The rebalancer takes them back once this is older than stranding_bound_locked().
+  std::optional<std::chrono::steady_clock::time_point> stranded_since_;
 
   // ---- atomic ----------------------------------------------------------------------------------
   /// How long a supervisor may watch its channel for an answer before it blocks (µs).
   std::atomic<int> watch_us_{0};
 
   // ---- guarded by threads_mutex_ ---------------------------------------------------------------
-  /// Held while joining supervisors (worker_slot::thread), by whichever thread joins them.
+  /// Held while joining supervisors (worker_slot::thread) and the rebalancer, by whichever
+  /// thread joins them.
   std::mutex threads_mutex_;
+  /// Started the first time a worker holds more than one task; joined with the supervisors.
+  /// Created under mutex_, joined under threads_mutex_.
+  std::thread rebalancer_;
 };
 
 }  // namespace multiproc::detail

@@ -6,6 +6,7 @@
 
 #include "../launcher.hpp"
 #include "../protocol/control.hpp"
+#include "../protocol/ledger.hpp"
 #include "../protocol/task.hpp"
 #include "pool_impl.hpp"
 
@@ -48,6 +49,7 @@ void pool_impl::start_worker(worker_slot& slot, std::unique_lock<std::mutex>& lo
   std::string first_frames;
   std::exception_ptr failure;
   launched started;
+  if (slot.ledger) slot.ledger->reset();  // no worker uses it now: the last one was reaped
   try {
     append_initializer(first_frames,
                        options_.initializer ? options_.initializer.encoded().get() : nullptr);
@@ -66,12 +68,24 @@ void pool_impl::start_worker(worker_slot& slot, std::unique_lock<std::mutex>& lo
   slot.child = std::move(started.child);
   slot.channel = std::move(started.channel);
   slot.tasks_sent = 0;
+  slot.taken_back = 0;
   slot.ready_seen = false;
   slot.in_flight_bytes = 0;
   slot.budget = std::min(in_flight_budget, slot.channel.write_capacity() / 2);
   if (phase_ == phase::terminating || broken_) {
     slot.child.kill();
     return;
+  }
+  if (slot.ledger) {
+    // Before any task: where the worker's claim word is.
+    try {
+      append_ledger(slot.outbox,
+                    {ledger_.export_to_child(slot.child), ledger_.size(), slot.ledger_offset});
+    } catch (const std::exception&) {
+      // It cannot claim, so it must not serve: ended, it counts as a start that failed.
+      slot.child.kill();
+      return;
+    }
   }
   slot.accepting = true;
   if (stop_requested_ && outstanding_ == 0) append_stop_locked(slot);
@@ -120,6 +134,11 @@ void pool_impl::read_results(worker_slot& slot) {
           ids.push_back(header.id);
           elapsed.push_back(header.elapsed_us);
           break;
+        case frame_kind::skipped: {
+          std::lock_guard<std::mutex> guard(mutex_);
+          skipped_locked(slot);
+          break;
+        }
         case frame_kind::initializer_failed: {
           std::unique_lock<std::mutex> guard(mutex_);
           break_locked(read_initializer_failed(header, body, slot.child.pid()));
@@ -188,11 +207,14 @@ void pool_impl::finish_worker(worker_slot& slot, std::unique_lock<std::mutex>& l
   slot.channel.close();
   slot.outbox.clear();
   const int code = slot.child.exit_code().value_or(-1);
+  slot.taken_back = 0;
   if (!slot.in_flight.empty()) {
-    // The first task it had not answered was running: it is lost. Those behind it had not
-    // started: they go to another worker, so nothing runs twice and nothing is lost. A
-    // worker that never said it was ready had started none of them.
-    if (slot.ready_seen) {
+    // The first task it had not answered was running, if it had claimed it (without a ledger:
+    // if it had said it was ready): it is lost. Those behind it had not started: they go to
+    // another worker, so nothing runs twice and nothing is lost.
+    const bool started = slot.ledger ? slot.in_flight.front().number <= slot.ledger->last_claimed()
+                                     : slot.ready_seen;
+    if (started) {
       task lost = std::move(slot.in_flight.front());
       slot.in_flight.pop_front();
       fail_later_locked(std::move(lost),

@@ -22,10 +22,12 @@ enum class frame_kind : std::uint8_t {
   release = 4,      ///< result.hpp: the parent has mapped the result block with this id
   stop = 5,         ///< control.hpp: finish and exit
   run_once = 6,     ///< task.hpp: mp::process: run this call, then exit
+  ledger = 7,       ///< ledger.hpp: where the worker's claim word is (before its first task)
   // child -> parent
   ready = 10,               ///< control.hpp: the initializer ran; tasks may come
   result = 11,              ///< result.hpp: the outcome of one task
   initializer_failed = 12,  ///< control.hpp: why the initializer failed
+  skipped = 13,             ///< ledger.hpp: a task the pool took back, not run here
 };
 
 enum frame_flags : std::uint8_t {
