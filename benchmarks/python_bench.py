@@ -82,14 +82,16 @@ def timed(fn):
     return time.perf_counter() - t0
 
 
-def bench_method(method, args, log):
+def bench_method(method, args, log, res, save):
+    """Fills `res` workload by workload, calling save() after each, so a caller that has to
+    stop this script early still gets every workload measured so far."""
     ctx = mp.get_context(method)
     ncpu = os.cpu_count() or 1
-    res = {}
     lo, hi, budget = args.min_reps, args.max_reps, args.budget
 
     def record(name, r, unit_note=""):
         res[name] = r
+        save()
         log(f"  {method:10s} {name:28s} median {r['median'] * 1e3:10.3f} ms "
             f"[{r['min'] * 1e3:.3f} .. {r['max'] * 1e3:.3f}] n={r['reps']}{unit_note}")
 
@@ -149,7 +151,6 @@ def bench_method(method, args, log):
             record(f"payload/{label}", r,
                    f"  {size / r['median'] / 1e6:.0f} MB/s")
             del payload
-    return res
 
 
 def main():
@@ -182,20 +183,26 @@ def main():
                 "runs_per_rep runs)",
         "methods": {},
     }
+    def save():
+        if not args.out:
+            return
+        # Replaced whole (write, then rename): a reader never sees half a file.
+        with open(args.out + ".part", "w") as f:
+            f.write(json.dumps(out, indent=1) + "\n")
+        os.replace(args.out + ".part", args.out)
+
     t0 = time.perf_counter()
     for method in args.methods.split(","):
         method = method.strip()
         if method not in available:
             log(f"  {method}: not available on this platform, skipped")
             continue
-        out["methods"][method] = bench_method(method, args, log)
+        out["methods"][method] = {}
+        bench_method(method, args, log, out["methods"][method], save)
     out["elapsed_s"] = time.perf_counter() - t0
-    text = json.dumps(out, indent=1)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    else:
-        print(text)
+    save()
+    if not args.out:
+        print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -171,6 +171,8 @@ def stats(samples, bps=()):
 
 
 def run_python(script_args, log, timeout):
+    """Runs python_bench.py; past `timeout` it is stopped, keeping every workload it had
+    measured (it saves its JSON after each one)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out_path = f.name
     cmd = [sys.executable, os.path.join(HERE, "python_bench.py"), "--out", out_path] + script_args
@@ -178,13 +180,19 @@ def run_python(script_args, log, timeout):
     t0 = time.perf_counter()
     try:
         subprocess.run(cmd, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        log(f"!! python_bench.py stopped after {timeout} s: the workloads it had not reached "
+            "show as '-'")
+    try:
         with open(out_path) as f:
             data = json.load(f)
-    except (subprocess.TimeoutExpired, OSError, json.JSONDecodeError) as e:
+    except (OSError, json.JSONDecodeError) as e:
         log(f"!! python_bench.py gave no result: {e}")
         data = {"methods": {}}
     finally:
-        os.unlink(out_path)
+        for path in (out_path, out_path + ".part"):
+            if os.path.exists(path):
+                os.unlink(path)
     return data, time.perf_counter() - t0
 
 
@@ -408,7 +416,7 @@ def main():
     if args.skip_python:
         py_data, t_py = {"methods": {}}, 0.0
     else:
-        py_data, t_py = run_python(["--methods", args.python_methods], log, 240)
+        py_data, t_py = run_python(["--methods", args.python_methods], log, 600)
     py_res = py_data.get("methods", {})
 
     rows = build_rows(mp_res, py_res, lim_res)

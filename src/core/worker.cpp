@@ -88,7 +88,8 @@ int run_worker(os::channel& channel, frame_reader& reader) {
             append_ready(out);
             ready = true;
           }
-          if (ledger && !ledger->claim(++tasks_read)) {
+          ++tasks_read;  // counted from the first task, ledger or not (ledger.hpp)
+          if (ledger && !ledger->claim(tasks_read)) {
             forget_task(header, body);
             append_skipped(out, header.id);
             break;

@@ -30,23 +30,34 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 #if __has_include(<stdio_ext.h>)
-#include <stdio_ext.h>  // __fpurge (glibc, musl); the BSDs and macOS have fpurge in <stdio.h>
-#define MULTIPROC_DETAIL_PURGE __fpurge
-#else
-#define MULTIPROC_DETAIL_PURGE fpurge
+#include <stdio_ext.h>  // __fpending, __fpurge (glibc, musl); the BSDs and macOS: fpurge
+#define MULTIPROC_DETAIL_STDIO_EXT 1
 #endif
 
 namespace multiproc::detail::os {
 
 namespace {
 
-/// In the parent, before forking: what the C streams hold goes out now, in order, so the
-/// child's output comes after it. fflush(NULL) is thread-safe (every FILE has its lock). The
-/// C++ streams are not flushed here: synced with stdio (the default) they hold nothing of
-/// their own, and after sync_with_stdio(false) they are not thread-safe, so flushing them from
-/// this thread (a pool's supervisor, or whichever thread starts a process) could race with the
-/// thread that prints. Their bytes stay the parent's; the child drops its copy.
-void flush_c_streams() noexcept {
+/// A standard C++ stream with a buffer of its own: after std::ios::sync_with_stdio(false)
+/// (libstdc++ then gives it a std::filebuf). Synced with stdio, it writes through to its FILE.
+template <class Char>
+bool buffers_itself(const std::basic_ios<Char>& stream) noexcept {
+  return dynamic_cast<std::basic_filebuf<Char>*>(stream.rdbuf()) != nullptr;
+}
+
+/// In the parent, before forking: what it has printed goes out now, so the child's output
+/// comes after it. Only what is thread-safe to flush from this thread (a pool's supervisor, or
+/// whichever thread starts a process): every FILE (fflush(NULL) takes each one's lock) and the
+/// standard C++ streams while they are synced with stdio. A stream that buffers itself is not
+/// thread-safe: flushing it here could race with the thread that prints. Its bytes stay the
+/// parent's; the child drops its copy.
+void flush_before_fork() noexcept {
+  try {
+    if (!buffers_itself(std::cout)) std::cout.flush();
+    if (!buffers_itself(std::cerr)) std::cerr.flush();
+  } catch (...) {
+    // A stream set to throw on failure: nothing more to do for it here.
+  }
   std::fflush(nullptr);
 }
 
@@ -63,15 +74,19 @@ struct unwritten_output : std::basic_streambuf<Char> {
   /// Only file buffers: their pending bytes are the parent's output. (An in-memory buffer's
   /// put area is its contents, not pending output: left alone.)
   static void drop(std::basic_ios<Char>& stream) noexcept {
-    auto* buffer = dynamic_cast<std::basic_filebuf<Char>*>(stream.rdbuf());
-    if (buffer == nullptr) return;
+    if (!buffers_itself(stream)) return;
+    auto* buffer = stream.rdbuf();
     // Through member pointers named via this derived class: the one legal way to reach the
     // protected put-area members of a buffer that is not of this class.
     using base = std::basic_streambuf<Char>;
     Char* (base::*begin)() const = &unwritten_output::pbase;
+    Char* (base::*next)() const = &unwritten_output::pptr;
     Char* (base::*end)() const = &unwritten_output::epptr;
     void (base::*set)(Char*, Char*) = &unwritten_output::setp;
-    (buffer->*set)((buffer->*begin)(), (buffer->*end)());
+    // Written only when something is pending: a write to the buffer object would cost this
+    // fresh child a copy-on-write page fault for nothing.
+    if ((buffer->*next)() != (buffer->*begin)())
+      (buffer->*set)((buffer->*begin)(), (buffer->*end)());
   }
 };
 
@@ -80,9 +95,18 @@ struct unwritten_output : std::basic_streambuf<Char> {
 /// write, and it will. A flush before fork() cannot prevent them (another thread may print
 /// between the flush and the fork), so the child drops its copies; its own output, written
 /// from now on, is flushed when its call ends.
+void drop_pending(FILE* stream) noexcept {
+#if defined(MULTIPROC_DETAIL_STDIO_EXT)
+  // As for the C++ buffers: a FILE is written (a page copied) only if it holds something.
+  if (__fpending(stream) != 0) __fpurge(stream);
+#else
+  fpurge(stream);
+#endif
+}
+
 void drop_inherited_output() noexcept {
-  MULTIPROC_DETAIL_PURGE(stdout);
-  MULTIPROC_DETAIL_PURGE(stderr);
+  drop_pending(stdout);
+  drop_pending(stderr);
   unwritten_output<char>::drop(std::cout);
   unwritten_output<char>::drop(std::cerr);
   unwritten_output<char>::drop(std::clog);
@@ -110,7 +134,7 @@ void forget_locks_held_at_fork(void* descriptors, void* code_cache) noexcept {
 /// can be half-way through creating a descriptor (which the child could then not close) or
 /// through the module cache. Returns fork's result; the caller restores `previous`.
 pid_t guarded_fork(sigset_t& previous) {
-  flush_c_streams();
+  flush_before_fork();
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &previous);

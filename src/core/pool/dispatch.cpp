@@ -126,7 +126,7 @@ void pool_impl::check_accepting_locked() const {
 /// a batch).
 std::size_t pool_impl::depth_limit_locked() const {
   // Without a claim ledger nothing sent could be taken back: one task at a time.
-  if (!ledger_ || average_task_us_ < 0 || average_task_us_ >= 10000) return 1;
+  if (ledger_unavailable_ || average_task_us_ < 0 || average_task_us_ >= 10000) return 1;
   if (average_task_us_ >= 100) return 2;
   return std::min<std::size_t>(64,
                                2 + static_cast<std::size_t>(400 / std::max(average_task_us_, 1.0)));
@@ -147,6 +147,8 @@ void pool_impl::dispatch_locked() {
       if (best == nullptr || s->in_flight.size() < best->in_flight.size()) best = s.get();
     }
     if (best == nullptr) break;
+    // A second task for one worker: it gets its claim word first, or takes no second task.
+    if (!best->in_flight.empty() && !best->ledger && !give_ledger_locked(*best)) break;
     task t = std::move(pending_.front());
     pending_.pop_front();
     send_task_locked(*best, std::move(t));
@@ -236,7 +238,10 @@ void pool_impl::settle_all(std::vector<settlement>& batch) {
     std::lock_guard<std::mutex> lock(mutex_);
     outstanding_ -= batch.size();
     if (outstanding_ == 0) {
-      if (stop_requested_) stop_idle_workers_locked();
+      if (stop_requested_) {
+        stop_idle_workers_locked();
+        rebalance_.notify_all();
+      }
       changed_.notify_all();
     }
   }
@@ -250,6 +255,7 @@ void pool_impl::request_stop_locked() {
   stop_requested_ = true;
   if (outstanding_ == 0) stop_idle_workers_locked();
   changed_.notify_all();
+  rebalance_.notify_all();
 }
 
 void pool_impl::stop_idle_workers_locked() {
@@ -269,6 +275,7 @@ void pool_impl::break_locked(std::exception_ptr error) {
   for (auto& s : slots_)
     s->child.kill();
   changed_.notify_all();
+  rebalance_.notify_all();
 }
 
 void pool_impl::fail_everything_locked(const std::exception_ptr& error) {

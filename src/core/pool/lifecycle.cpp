@@ -23,18 +23,7 @@ std::shared_ptr<pool_impl> pool_impl::start(const pool_options& options) {
   impl->creator_ = os::current_pid();
   for (unsigned i = 0; i < impl->options_.processes; ++i) {
     impl->slots_.push_back(std::make_unique<worker_slot>());
-  }
-  if (os::shared_block::supported()) {
-    try {
-      impl->ledger_ = os::shared_block::create(impl->slots_.size() * ledger_stride);
-      for (std::size_t i = 0; i < impl->slots_.size(); ++i) {
-        impl->slots_[i]->ledger_offset = i * ledger_stride;
-        impl->slots_[i]->ledger.emplace(impl->ledger_.data() + i * ledger_stride);
-      }
-    } catch (const std::system_error&) {
-      // No ledger: workers then hold one task at a time (nothing sent ever needs taking back).
-      impl->ledger_ = os::shared_block();
-    }
+    impl->slots_.back()->ledger_offset = i * ledger_stride;
   }
   try {
     std::lock_guard<std::mutex> lock(impl->mutex_);
@@ -123,6 +112,7 @@ void pool_impl::terminate() {
     for (auto& s : slots_)
       s->child.terminate();
     changed_.notify_all();
+    rebalance_.notify_all();
     settle_deferred(lock);
     // Workers that ignore SIGTERM get SIGKILL after a short grace.
     if (!changed_.wait_for(lock, std::chrono::milliseconds(500),

@@ -66,9 +66,10 @@ struct worker_slot {
   std::size_t budget = 0;  ///< in-flight bytes its pipe takes without blocking a writer
   std::size_t tasks_sent = 0;
   bool accepting = false;  ///< started, not stopping: tasks may be sent
-  /// This worker's claim word, where the pool has a ledger: which tasks it started. Fixed at
-  /// the pool's start, as its offset in the pool's ledger block.
+  /// This worker's claim word (which tasks it started), once the pool gave it one: when it
+  /// first held two tasks (rebalance.cpp). Unset for a new worker.
   std::optional<claim_word> ledger;
+  /// Where its word is in the pool's ledger block: fixed at the pool's start.
   std::size_t ledger_offset = 0;
   /// Tasks taken back (rebalance.cpp) whose frames the worker has yet to answer with skipped;
   /// while there are some, the worker is held: it gets nothing new.
@@ -138,6 +139,7 @@ class pool_impl : public std::enable_shared_from_this<pool_impl> {
   bool stranded_locked() const;
   void note_stranding_locked();
   void take_back_locked(worker_slot& slot);
+  bool give_ledger_locked(worker_slot& slot);
   void skipped_locked(worker_slot& slot);
   std::chrono::microseconds stranding_bound_locked() const;
 
@@ -161,9 +163,6 @@ class pool_impl : public std::enable_shared_from_this<pool_impl> {
   long creator_ = 0;
   /// The vector never changes after start(); each slot's fields are guarded as worker_slot says.
   std::vector<std::unique_ptr<worker_slot>> slots_;
-  /// The workers' claim words, ledger_stride bytes each; empty where the platform has no shared
-  /// blocks (then a worker holds one task at a time: nothing to take back).
-  os::shared_block ledger_;
 
   // ---- guarded by mutex_ -----------------------------------------------------------------------
   mutable std::mutex mutex_;
@@ -180,6 +179,12 @@ class pool_impl : public std::enable_shared_from_this<pool_impl> {
   std::size_t live_threads_ = 0;      ///< supervisors still running
   int paced_submitters_ = 0;          ///< submit_the_rest() callers waiting for parts to leave
   std::vector<settlement> deferred_;  ///< failures found under the lock, settled after it
+  /// The workers' claim words, ledger_stride bytes each, created when a worker first holds two
+  /// tasks; released once the pool's threads are joined.
+  os::shared_block ledger_;
+  /// No ledger can be had here (no shared blocks, or one could not be made or shared): each
+  /// worker then holds one task at a time, so nothing sent ever needs taking back.
+  bool ledger_unavailable_ = false;
   /// Since when an idle worker has watched another hold tasks it has not started (unset: not
   /// now). The rebalancer takes them back once this is older than stranding_bound_locked().
   std::optional<std::chrono::steady_clock::time_point> stranded_since_;
@@ -192,9 +197,12 @@ class pool_impl : public std::enable_shared_from_this<pool_impl> {
   /// Held while joining supervisors (worker_slot::thread) and the rebalancer, by whichever
   /// thread joins them.
   std::mutex threads_mutex_;
-  /// Started the first time a worker holds more than one task; joined with the supervisors.
-  /// Created under mutex_, joined under threads_mutex_.
+  /// Started the first time tasks are stranded; joined with the supervisors. Created under
+  /// mutex_, joined under threads_mutex_.
   std::thread rebalancer_;
+  /// What the rebalancer sleeps on (with mutex_): tasks became stranded, or the pool is
+  /// ending. Not changed_, which every settled result notifies: that would wake it per task.
+  std::condition_variable rebalance_;
 };
 
 }  // namespace multiproc::detail

@@ -59,7 +59,7 @@ void pool_impl::note_stranding_locked() {
       // No thread: the tasks wait for their worker as they would have before rebalancing.
     }
   }
-  changed_.notify_all();
+  rebalance_.notify_all();
 }
 
 /// The rebalancer's thread: waits for stranded tasks to be older than the bound, then takes
@@ -70,12 +70,12 @@ void pool_impl::rebalance() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (phase_ != phase::terminating && !broken_ && !(stop_requested_ && outstanding_ == 0)) {
     if (!stranded_since_) {
-      changed_.wait(lock);
+      rebalance_.wait(lock);
       continue;
     }
     const auto due = *stranded_since_ + stranding_bound_locked();
     if (std::chrono::steady_clock::now() < due) {
-      changed_.wait_until(lock, due);
+      rebalance_.wait_until(lock, due);
       continue;
     }
     stranded_since_.reset();
@@ -112,6 +112,26 @@ void pool_impl::take_back_locked(worker_slot& slot) {
   slot.taken_back = taken.size();
   // It claimed them all meanwhile: nothing to wait for.
   if (slot.taken_back == 0) slot.ledger->release();
+}
+
+/// Gives `slot`'s worker its claim word, before the second task it is to hold: the word starts
+/// at the tasks sent so far (each counts as claimed), and the ledger frame goes ahead of that
+/// task. The pool's ledger block is made on first use. False if there can be none here: then
+/// every worker holds one task at a time.
+bool pool_impl::give_ledger_locked(worker_slot& slot) {
+  if (ledger_unavailable_) return false;
+  try {
+    if (!ledger_) ledger_ = os::shared_block::create(slots_.size() * ledger_stride);
+    claim_word word(ledger_.data() + slot.ledger_offset);
+    word.start_at(slot.tasks_sent);
+    append_ledger(slot.outbox,
+                  {ledger_.export_to_child(slot.child), ledger_.size(), slot.ledger_offset});
+    slot.ledger = word;
+    return true;
+  } catch (const std::exception&) {
+    ledger_unavailable_ = true;
+    return false;
+  }
 }
 
 /// A `skipped` frame: one more task taken back that its worker will not run. After the last

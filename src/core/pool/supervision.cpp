@@ -49,7 +49,6 @@ void pool_impl::start_worker(worker_slot& slot, std::unique_lock<std::mutex>& lo
   std::string first_frames;
   std::exception_ptr failure;
   launched started;
-  if (slot.ledger) slot.ledger->reset();  // no worker uses it now: the last one was reaped
   try {
     append_initializer(first_frames,
                        options_.initializer ? options_.initializer.encoded().get() : nullptr);
@@ -69,23 +68,13 @@ void pool_impl::start_worker(worker_slot& slot, std::unique_lock<std::mutex>& lo
   slot.channel = std::move(started.channel);
   slot.tasks_sent = 0;
   slot.taken_back = 0;
+  slot.ledger.reset();  // a new worker gets its word when it first holds two tasks
   slot.ready_seen = false;
   slot.in_flight_bytes = 0;
   slot.budget = std::min(in_flight_budget, slot.channel.write_capacity() / 2);
   if (phase_ == phase::terminating || broken_) {
     slot.child.kill();
     return;
-  }
-  if (slot.ledger) {
-    // Before any task: where the worker's claim word is.
-    try {
-      append_ledger(slot.outbox,
-                    {ledger_.export_to_child(slot.child), ledger_.size(), slot.ledger_offset});
-    } catch (const std::exception&) {
-      // It cannot claim, so it must not serve: ended, it counts as a start that failed.
-      slot.child.kill();
-      return;
-    }
   }
   slot.accepting = true;
   if (stop_requested_ && outstanding_ == 0) append_stop_locked(slot);

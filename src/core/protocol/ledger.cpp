@@ -35,8 +35,8 @@ std::uint64_t claim_word::last_claimed() const noexcept {
   return word_->load(std::memory_order_acquire) & ~held;
 }
 
-void claim_word::reset() noexcept {
-  word_->store(0, std::memory_order_release);
+void claim_word::start_at(std::uint64_t tasks_before) noexcept {
+  word_->store(tasks_before, std::memory_order_release);
 }
 
 void append_ledger(std::string& out, const ledger_location& where) {

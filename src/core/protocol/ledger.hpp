@@ -8,8 +8,12 @@
 // frame it reads while held is answered with `skipped`. One compare-and-swap decides each race
 // between a claim and a take-back, so a task runs exactly once, here or elsewhere.
 //
-// Frames: `ledger` (parent -> worker, before its first task: where its word is) and `skipped`
-// (worker -> parent: a task it was sent after the pool took it back).
+// The pool gives a worker its word only when it first sends it a second task before the first
+// is answered (before that, there is nothing to take back): the ledger frame then goes ahead of
+// that task, and every task sent before it counts as claimed.
+//
+// Frames: `ledger` (parent -> worker: where its word is) and `skipped` (worker -> parent: a
+// task it was sent after the pool took it back).
 #pragma once
 
 #include <atomic>
@@ -40,8 +44,10 @@ class claim_word {
   void release() noexcept;
   /// The number of the last task the worker claimed (0: none yet).
   std::uint64_t last_claimed() const noexcept;
-  /// Pool: a fresh word for a new worker.
-  void reset() noexcept;
+  /// Pool, before sending the ledger frame: the worker will have read `tasks_before` tasks by
+  /// then, each claimed as far as the pool can tell (the one it may be running counts as
+  /// started, as without a ledger).
+  void start_at(std::uint64_t tasks_before) noexcept;
 
  private:
   static constexpr std::uint64_t held = std::uint64_t{1} << 63;
