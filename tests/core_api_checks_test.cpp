@@ -34,7 +34,7 @@ struct call_parts {
 
 call_parts encoded_add_three(int x) {
   const core::bound_call<int (*)(int), int> bound(&add_three, std::move(x));
-  const std::string body = core::encode_call(bound.spec());
+  const std::string body = core::encode_call(bound.spec())->bytes;
   core::body_reader reader(body.data(), body.size());
   call_parts parts;
   parts.invoker_module = std::string(reader.string());
@@ -58,7 +58,8 @@ std::string assemble(const call_parts& parts) {
 core::task_outcome run(const call_parts& parts) {
   const std::string body = assemble(parts);
   std::string result;
-  return core::run_call_body(body.data(), body.size(), &result, 0, false, nullptr, nullptr);
+  return core::run_call_body(body.data(), body.size(), &result, 0, false, nullptr, nullptr,
+                             nullptr);
 }
 
 /// Checks that the child refuses `parts` as bad arguments, saying `why`.
@@ -114,7 +115,7 @@ TEST_F(core_api_checks, a_truncated_body_is_refused_not_read_past_its_end) {
   for (std::size_t size : {std::size_t{0}, std::size_t{3}, body.size() / 2}) {
     std::string result;
     const auto outcome =
-        core::run_call_body(body.data(), size, &result, 0, false, nullptr, nullptr);
+        core::run_call_body(body.data(), size, &result, 0, false, nullptr, nullptr, nullptr);
     EXPECT_EQ(outcome.status, core::result_status::bad_arguments) << "size " << size;
   }
 }

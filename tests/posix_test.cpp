@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -138,7 +139,7 @@ TEST_F(posix_spawn_hygiene, child_gets_only_stdio_and_its_channel) {
   p.join();
   EXPECT_EQ(p.exitcode(), 0) << "the spawned child held descriptors besides stdio";
   mp::pool pool(mp::pool_options{1, {}, 0, mp::start_method::spawn});
-  EXPECT_EQ(pool.apply(worker_descriptors, 0), (std::vector<int>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(pool.apply(worker_descriptors, 0), (std::vector<int>{0, 1, 2, 3}));
   ::close(leaky);
 }
 
@@ -201,15 +202,15 @@ struct hello_outcome {
   std::string printed;  ///< everything the child wrote to its stderr
 };
 
-/// Starts the test binary as a spawned child would be started: channel on 3 and 4, the marker
-/// carrying `marker_secret`; sends `hello` (whole frames), closes the channel, and collects
-/// the child's stderr and status. The helper's other pipe ends never reach the child.
+/// Starts the test binary as a spawned child would be started: its end of a socketpair on 3,
+/// the marker carrying `marker_secret`; sends `hello` (whole frames), shuts the channel down,
+/// and collects the child's stderr and status. The helper's other ends never reach the child.
 hello_outcome run_with_hello(const std::string& marker_secret, const std::string& hello) {
   hello_outcome outcome;
-  int to_child[2], from_child[2], errors[2];
-  if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0 ||
+  int channel[2], errors[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0 ||
       ::pipe2(errors, O_CLOEXEC) != 0) {
-    ADD_FAILURE() << "pipe2: " << std::strerror(errno);
+    ADD_FAILURE() << "socketpair/pipe2: " << std::strerror(errno);
     return outcome;
   }
   // Prepared before fork: the child only moves descriptors and executes.
@@ -217,7 +218,7 @@ hello_outcome run_with_hello(const std::string& marker_secret, const std::string
   for (char** v = environ; *v != nullptr; ++v) {
     if (std::strncmp(*v, "MULTIPROC_SPAWNED=", 18) != 0) variables.emplace_back(*v);
   }
-  variables.push_back("MULTIPROC_SPAWNED=3,4;" + marker_secret);
+  variables.push_back("MULTIPROC_SPAWNED=3;" + marker_secret);
   std::vector<char*> envp;
   for (auto& v : variables)
     envp.push_back(v.data());
@@ -227,28 +228,23 @@ hello_outcome run_with_hello(const std::string& marker_secret, const std::string
   const pid_t pid = ::fork();
   if (pid == 0) {
     // Above every target first (F_DUPFD clears close-on-exec), so no dup2 clobbers a source.
-    const int in = ::fcntl(to_child[0], F_DUPFD, 10);
-    const int out = ::fcntl(from_child[1], F_DUPFD, 10);
+    const int own = ::fcntl(channel[1], F_DUPFD, 10);
     const int err = ::fcntl(errors[1], F_DUPFD, 10);
-    if (in < 0 || out < 0 || err < 0 || ::dup2(in, 3) != 3 || ::dup2(out, 4) != 4 ||
-        ::dup2(err, 2) != 2) {
-      ::_exit(127);
-    }
-    ::close(in);
-    ::close(out);
+    if (own < 0 || err < 0 || ::dup2(own, 3) != 3 || ::dup2(err, 2) != 2) ::_exit(127);
+    ::close(own);
     ::close(err);
     ::execve("/proc/self/exe", argv, envp.data());
     ::_exit(127);
   }
-  ::close(to_child[0]);
-  ::close(from_child[1]);
+  ::close(channel[1]);
   ::close(errors[1]);
   if (pid < 0) {
     ADD_FAILURE() << "fork: " << std::strerror(errno);
   } else {
-    EXPECT_EQ(::write(to_child[1], hello.data(), hello.size()), static_cast<ssize_t>(hello.size()));
+    EXPECT_EQ(::send(channel[0], hello.data(), hello.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(hello.size()));
   }
-  ::close(to_child[1]);  // end of the channel: a child that accepted the hello sees it next
+  ::shutdown(channel[0], SHUT_WR);  // end of the channel: a child that accepted the hello sees it
   if (pid > 0) {
     // Its stderr until it closes (it exits); 30 s is only a hang guard.
     const auto deadline = std::chrono::steady_clock::now() + 30s;
@@ -269,7 +265,7 @@ hello_outcome run_with_hello(const std::string& marker_secret, const std::string
     }
     EXPECT_EQ(::waitpid(pid, &outcome.status, 0), pid);
   }
-  ::close(from_child[0]);
+  ::close(channel[0]);
   ::close(errors[0]);
   return outcome;
 }
@@ -324,30 +320,31 @@ TEST_F(posix_spawn_hygiene, other_image_identity_is_refused) {
   EXPECT_NE(outcome.printed.find("different program image"), std::string::npos) << outcome.printed;
 }
 
-int pipes_above_stdio(int) {
-  int pipes = 0;
+/// Sockets this process holds above stdio (a channel is one socket).
+int sockets_above_stdio(int) {
+  int sockets = 0;
   for (int fd : open_descriptors()) {
     if (fd <= 2) continue;
     char target[64] = {};
     const std::string link = "/proc/self/fd/" + std::to_string(fd);
     if (::readlink(link.c_str(), target, sizeof target - 1) > 0 &&
-        std::string(target).rfind("pipe:", 0) == 0) {
-      ++pipes;
+        std::string(target).rfind("socket:", 0) == 0) {
+      ++sockets;
     }
   }
-  return pipes;
+  return sockets;
 }
 
 TEST_F(posix_fork, each_forked_worker_holds_only_its_own_channel) {
   MULTIPROC_SKIP_FORK_POOLS_WHEN_SANITIZED();
-  // Workers are forked by several supervisor threads while others create pipes: none may
-  // hold another worker's pipe (it would hide that worker's death).
-  const int own = pipes_above_stdio(0);  // pipes the program (or its runner) opened itself
+  // Workers are forked by several supervisor threads while others create channels: none may
+  // hold another worker's channel (it would hide that worker's death).
+  const int own = sockets_above_stdio(0);  // sockets the program (or its runner) opened itself
   for (int round = 0; round < 3; ++round) {
     mp::pool pool(mp::pool_options{8, {}, 0, mp::start_method::fork});
-    const auto counts = pool.map(pipes_above_stdio, std::vector<int>(64, 0), 1);
+    const auto counts = pool.map(sockets_above_stdio, std::vector<int>(64, 0), 1);
     for (int count : counts)
-      EXPECT_EQ(count, own + 2);
+      EXPECT_EQ(count, own + 1);
   }
 }
 

@@ -44,15 +44,15 @@ class call {
   explicit call(F&& target, Args&&... args) {
     static_assert(detail::check_call<F, Args...>());
     detail::bound_call<F, Args...> bound(std::forward<F>(target), std::forward<Args>(args)...);
-    encoded_ = std::make_shared<const std::string>(detail::encode_call(bound.spec()));
+    encoded_ = detail::encode_call(bound.spec());
   }
   /// True if a function is bound.
   explicit operator bool() const noexcept { return encoded_ != nullptr; }
   /// The encoded call (library use).
-  const std::shared_ptr<const std::string>& encoded() const noexcept { return encoded_; }
+  const std::shared_ptr<const detail::encoded_call>& encoded() const noexcept { return encoded_; }
 
  private:
-  std::shared_ptr<const std::string> encoded_;
+  std::shared_ptr<const detail::encoded_call> encoded_;
 };
 
 /// How a pool is built. Designated initialisers in this order:

@@ -4,8 +4,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <span>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <multiproc/errors.hpp>
 #include <multiproc/this_process.hpp>
@@ -13,6 +15,7 @@
 #include "../os/fork.hpp"
 #include "../os/spawn.hpp"
 #include "../os/system.hpp"
+#include "protocol/call.hpp"
 #include "protocol/task.hpp"
 #include "worker.hpp"
 
@@ -39,10 +42,12 @@ std::string make_secret() {
 
 /// Writes what a child reads first. A child already gone (it refused the hello, or was
 /// killed) is not an error here: its exit code, or its channel's end, tells the owner.
-void send_ignoring_a_gone_child(os::channel& channel, std::string_view head,
-                                std::string_view tail) {
+void send_ignoring_a_gone_child(os::channel& channel, std::string_view head, std::string_view body,
+                                std::string_view tail,
+                                std::span<const os::native_handle> attached) {
   try {
-    channel.write_all(head.data(), head.size());
+    channel.write_all(head.data(), head.size(), attached);
+    if (!body.empty()) channel.write_all(body.data(), body.size());
     if (!tail.empty()) channel.write_all(tail.data(), tail.size());
   } catch (const std::system_error&) {
   }
@@ -54,18 +59,20 @@ launched spawn(const launch_plan& plan) {
   launched started{os::spawn_child(child_end, secret, kind_of(plan.role)), std::move(parent_end)};
   try {
     std::string head;
+    std::vector<os::native_handle> attached;
     append_hello(head, secret, plan.role);
     if (plan.role == child_role::process) {
       // The call (up to 2 GiB) is written from where it is rather than copied after the head.
-      append_run_once_head(head, plan.payload.size());
-      send_ignoring_a_gone_child(started.channel, head, plan.payload);
+      const std::string trailer = handle_trailer(plan.call->handles, started.child, attached);
+      append_run_once_head(head, *plan.call, trailer);
+      send_ignoring_a_gone_child(started.channel, head, plan.call->bytes, trailer, attached);
       started.channel.close();
     } else {
-      head += plan.payload;
-      send_ignoring_a_gone_child(started.channel, head, {});
+      append_initializer(head, plan.call, started.child, attached);
+      send_ignoring_a_gone_child(started.channel, head, {}, {}, attached);
     }
   } catch (...) {
-    // A child that never gets its payload would wait for it forever: end it, then report.
+    // A child that never gets its call would wait for it forever: end it, then report.
     started.child.kill();
     started.child.wait(std::nullopt);
     throw;
@@ -84,11 +91,18 @@ int run_child(child_role role, os::channel& channel, frame_reader& reader) {
                  "multiproc: the parent closed the channel before sending the call to run\n");
     return protocol_failure_exit_code;
   }
+  handle_list handles;
+  try {
+    handles = take_handles(header, body, channel);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "multiproc: the call's handles did not arrive: %s\n", e.what());
+    return protocol_failure_exit_code;
+  }
   // Copied out: the reader's buffer belongs to the channel closed now, so that a long-running
   // target does not hold it.
   const std::string call(body, header.body_size);
   channel.close();
-  return run_process_call(call.data(), call.size());
+  return run_process_call(call.data(), call.size(), handles);
 }
 
 void ensure_may_start() {
@@ -121,9 +135,14 @@ long fork() {
 
 namespace detail {
 namespace {
-int forked_process(void* payload) {
-  const auto& call = *static_cast<const std::string_view*>(payload);
-  return run_process_call(call.data(), call.size());
+/// In a forked mp::process: the call and its handles, which the fork kept open under the
+/// same numbers.
+int forked_process(void* context) {
+  const auto& call = *static_cast<const encoded_call*>(context);
+  handle_list handles;
+  for (const auto& inherited : call.handles)
+    handles.push_back(os::adopt_inherited(os::inherit_token(inherited.get())));
+  return run_process_call(call.bytes.data(), call.bytes.size(), handles);
 }
 
 int forked_worker(void* channel) {
@@ -135,16 +154,28 @@ int forked_worker(void* channel) {
 launched fork_child(const launch_plan& plan) {
   if (plan.role == child_role::process) {
     // Everything the child needs is in the memory it inherits: no channel at all.
-    return {os::fork_child(&forked_process, const_cast<std::string_view*>(&plan.payload), nullptr,
+    std::vector<os::native_handle> keep;
+    for (const auto& handle : plan.call->handles)
+      keep.push_back(handle.get());
+    return {os::fork_child(&forked_process, const_cast<encoded_call*>(plan.call), keep,
                            os::child_kind::process),
             {}};
   }
   auto [parent_end, child_end] = os::make_channel_pair();
-  launched started{
-      os::fork_child(&forked_worker, &child_end, &child_end, os::child_kind::pool_worker),
-      std::move(parent_end)};
+  const os::native_handle own_end[] = {child_end.read_handle()};
+  launched started{os::fork_child(&forked_worker, &child_end, own_end, os::child_kind::pool_worker),
+                   std::move(parent_end)};
   child_end.close();
-  send_ignoring_a_gone_child(started.channel, plan.payload, {});
+  try {
+    std::string head;
+    std::vector<os::native_handle> attached;
+    append_initializer(head, plan.call, started.child, attached);
+    send_ignoring_a_gone_child(started.channel, head, {}, {}, attached);
+  } catch (...) {
+    started.child.kill();
+    started.child.wait(std::nullopt);
+    throw;
+  }
   return started;
 }
 }  // namespace

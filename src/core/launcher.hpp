@@ -14,13 +14,15 @@
 
 namespace multiproc::detail {
 
+struct encoded_call;
+
 /// What launch() starts.
 struct launch_plan {
   start_method method = start_method::spawn;
   child_role role = child_role::process;
-  /// process: the encoded call it runs once. pool_worker: the frames it reads first (its
-  /// initializer frame).
-  std::string_view payload;
+  /// process: the call it runs once. pool_worker: its initializer (null: none). The handles
+  /// the call carries reach the child with it.
+  const encoded_call* call = nullptr;
 };
 
 /// A started child and the parent's end of its channel.
@@ -30,13 +32,13 @@ struct launched {
   os::channel channel;
 };
 
-/// Starts a child as `plan` says: fork (the child runs the role at once, its payload in the
-/// memory it inherited; a pool worker still gets its frames through its channel) or spawn
-/// (the program re-executed; the hello, then the payload, through its channel). A child that
-/// dies before it has read its payload is not an error here: its exit code (or, for a worker,
-/// the end of its channel) says so. Throws start_error (fork/spawn/pipe failures, with the
-/// OS error); on any other exception after the child exists, the child is killed and reaped
-/// first.
+/// Starts a child as `plan` says: fork (an mp::process runs its call at once, from the memory
+/// it inherited, with its handles kept through the fork; a pool worker still gets its
+/// initializer frame through its channel) or spawn (the program re-executed; the hello, then
+/// the call's frame, through its channel). A child that dies before it has read its call is
+/// not an error here: its exit code (or, for a worker, the end of its channel) says so.
+/// Throws start_error (fork/spawn/channel failures, with the OS error); on any other
+/// exception after the child exists, the child is killed and reaped first.
 launched launch(const launch_plan& plan);
 
 /// In a spawned child whose hello was accepted: runs `role` (reading its payload from

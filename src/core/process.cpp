@@ -17,7 +17,9 @@ namespace detail {
 
 struct process_impl {
   start_method method;
-  std::string call;  // the encoded call, decoded in the child on every start method
+  /// The encoded call, decoded in the child on every start method; given up at start (the
+  /// child has its own copies of the handles it carries by then).
+  std::shared_ptr<const encoded_call> call;
   std::string name;
   bool daemon = false;
   bool started = false;
@@ -47,7 +49,7 @@ process_handle make_process(start_method method, const call_spec& call) {
   process_handle impl(new process_impl);
   impl->method = checked_method(method);
   impl->call = encode_call(call);
-  check_frame_size(impl->call.size());
+  check_frame_size(impl->call->bytes.size());
   impl->name = "process-" + std::to_string(++process_counter);
   impl->creator = os::current_pid();
   return impl;
@@ -81,7 +83,8 @@ void process::start() {
   auto& p = detail::checked(impl_);
   if (p.started) throw state_error("process::start: this process was already started");
   detail::ensure_may_start();
-  p.child = detail::launch({p.method, detail::child_role::process, p.call}).child;
+  p.child = detail::launch({p.method, detail::child_role::process, p.call.get()}).child;
+  p.call.reset();
   // The creator is the process that starts it: an object made before mp::fork() and started
   // in the child belongs to that child.
   p.creator = detail::os::current_pid();

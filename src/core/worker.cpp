@@ -31,8 +31,8 @@ std::uint32_t microseconds_since(clock::time_point started) {
 
 /// Runs one task frame and appends its result frame to `out`. A result too large for the
 /// channel is left in a shared block, held in `held` until the parent releases it.
-void answer_task(const frame_header& header, const char* body, std::string& out,
-                 std::unordered_map<std::uint64_t, os::shared_block>& held) {
+void answer_task(const frame_header& header, const char* body, handle_list& handles,
+                 std::string& out, std::unordered_map<std::uint64_t, os::shared_block>& held) {
   result_frame frame(out, header.id);
   task_outcome outcome;
   os::shared_block result_block;
@@ -49,7 +49,7 @@ void answer_task(const frame_header& header, const char* body, std::string& out,
     // The parent never reads its copy of the arguments again (a task that ran is never sent
     // anew), so the block is given back as it is decoded.
     outcome = run_call_body(task.data, task.size, &out, frame.result_start(), true, &result_block,
-                            &result_block_size, task.block ? &task.block : nullptr);
+                            &result_block_size, &handles, task.block ? &task.block : nullptr);
   }
   task.block = os::shared_block();
   frame.finish(outcome, microseconds_since(started), result_block, result_block_size);
@@ -82,6 +82,8 @@ int run_worker(os::channel& channel, frame_reader& reader) {
       // Answers to taken-back tasks wait for the next result, or go before this blocks.
       if (!reader.has_buffered_frame()) flush();
       if (!reader.next(header, body)) return 0;  // the parent is gone
+      // Taken for every frame that has some, run or not: the next frame's come after them.
+      handle_list handles = take_handles(header, body, channel);
       switch (header.kind) {
         case frame_kind::task:
           if (!ready) {  // a parent that sent no initializer frame
@@ -96,7 +98,7 @@ int run_worker(os::channel& channel, frame_reader& reader) {
           }
           // Each result leaves before the next task starts: if that task crashes the worker,
           // the parent knows exactly which task was running, and no finished one is lost.
-          answer_task(header, body, out, held);
+          answer_task(header, body, handles, out, held);
           flush();
           break;
         case frame_kind::ledger:
@@ -113,10 +115,10 @@ int run_worker(os::channel& channel, frame_reader& reader) {
           }
           break;
         case frame_kind::initializer: {
-          const task_outcome outcome =
-              header.body_size == 0
-                  ? task_outcome{}
-                  : run_call_body(body, header.body_size, nullptr, 0, false, nullptr, nullptr);
+          const task_outcome outcome = header.body_size == 0
+                                           ? task_outcome{}
+                                           : run_call_body(body, header.body_size, nullptr, 0,
+                                                           false, nullptr, nullptr, &handles);
           if (outcome.status != result_status::ok) {
             append_initializer_failed(out, outcome);
             flush();
@@ -146,11 +148,15 @@ int run_worker(os::channel& channel, frame_reader& reader) {
     }
   } catch (const std::system_error&) {
     return 0;  // the channel broke: the parent is gone, nobody is left to answer
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "multiproc: worker got a malformed frame (%s); exiting\n", e.what());
+    return protocol_failure_exit_code;
   }
 }
 
-int run_process_call(const char* body, std::size_t size) {
-  const task_outcome outcome = run_call_body(body, size, nullptr, 0, false, nullptr, nullptr);
+int run_process_call(const char* body, std::size_t size, handle_list& handles) {
+  const task_outcome outcome =
+      run_call_body(body, size, nullptr, 0, false, nullptr, nullptr, &handles);
   int code = 0;
   if (outcome.status == result_status::raised) {
     std::fprintf(stderr, "%s: %s\n", outcome.type_name.c_str(), outcome.message.c_str());

@@ -12,8 +12,9 @@ namespace multiproc::detail {
 /// frame or the end of its channel (its parent is gone); returns the process exit code.
 int run_worker(os::channel& channel, frame_reader& reader);
 
-/// Runs one encoded call as an mp::process child; returns the exit code (1 if it threw,
-/// after printing "<type>: <what>" to stderr), after flushing the child's output.
-int run_process_call(const char* body, std::size_t size);
+/// Runs one encoded call as an mp::process child, with the `handles` its arguments carry;
+/// returns the exit code (1 if it threw, after printing "<type>: <what>" to stderr), after
+/// flushing the child's output.
+int run_process_call(const char* body, std::size_t size, handle_list& handles);
 
 }  // namespace multiproc::detail

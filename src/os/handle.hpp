@@ -11,6 +11,12 @@ namespace multiproc::detail::os {
 using native_handle = std::intptr_t;
 inline constexpr native_handle invalid_handle = -1;
 
+/// Whose a handle is. POSIX: internal ones (channels, pidfds, payload blocks) are closed in
+/// every forked child; travelling ones (behind mp::queue, mp::pipe and the shared-state
+/// objects) survive mp::fork() as Python's objects survive os.fork, and reach the children the
+/// library starts only as arguments. Windows: no difference.
+enum class handle_kind : std::uint8_t { internal, travelling };
+
 /// Owns one OS handle and closes it once. Move-only.
 /// POSIX: a forked child closes the library's descriptors it inherited (posix/descriptors.hpp);
 /// an owned_handle made before such a fork never closes its number again, because by then the
@@ -18,8 +24,8 @@ inline constexpr native_handle invalid_handle = -1;
 class owned_handle {
  public:
   owned_handle() = default;
-  /// Takes ownership of `value` (which the backend has registered, on POSIX).
-  explicit owned_handle(native_handle value) noexcept;
+  /// Takes ownership of `value` (which the backend has registered as `kind`, on POSIX).
+  explicit owned_handle(native_handle value, handle_kind kind = handle_kind::internal) noexcept;
   owned_handle(owned_handle&& other) noexcept
       : value_(std::exchange(other.value_, invalid_handle)), stamp_(other.stamp_) {}
   owned_handle& operator=(owned_handle&& other) noexcept {
@@ -43,8 +49,12 @@ class owned_handle {
 
  private:
   native_handle value_ = invalid_handle;
-  /// Backend bookkeeping stamped at construction (POSIX: the descriptor epoch; Windows: 0).
+  /// Backend bookkeeping stamped at construction (POSIX: the kind and its epoch; Windows: 0).
   std::uint32_t stamp_ = 0;
 };
+
+/// A second handle to what `handle` refers to, owned by this process as `kind`. Throws
+/// std::system_error.
+owned_handle duplicate_handle(native_handle handle, handle_kind kind);
 
 }  // namespace multiproc::detail::os

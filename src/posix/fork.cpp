@@ -159,13 +159,13 @@ pid_t guarded_fork(sigset_t& previous) {
 // thread exists: it touches only what the library owns (its descriptor table, which needs no
 // lock) before it runs the entry, and it leaves with _exit, never exit (the parent's atexit
 // handlers and static destructors are not the child's to run).
-child fork_child(int (*entry)(void* context), void* context, const channel* keep, child_kind kind) {
+child fork_child(int (*entry)(void* context), void* context, std::span<const native_handle> keep,
+                 child_kind kind) {
   const long parent = static_cast<long>(::getpid());
   sigset_t previous;
   const pid_t pid = guarded_fork(previous);
   if (pid == 0) {
-    posix::close_registered_descriptors(keep ? static_cast<int>(keep->read_handle()) : -1,
-                                        keep ? static_cast<int>(keep->write_handle()) : -1);
+    posix::close_registered_descriptors(keep, true);
     drop_inherited_output();
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     if (kind == child_kind::pool_worker && !die_with_parent(parent)) ::_exit(0);
@@ -185,10 +185,18 @@ long fork_plain() {
   sigset_t previous;
   const pid_t pid = guarded_fork(previous);
   const int saved = errno;
-  if (pid == 0) posix::close_registered_descriptors(-1, -1);
+  if (pid == 0) posix::close_registered_descriptors({}, false);
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   if (pid < 0) throw start_error("multiproc: fork failed", {saved, std::generic_category()});
   return pid;
+}
+
+owned_handle adopt_inherited(std::uint64_t token) noexcept {
+  return owned_handle(static_cast<native_handle>(token), handle_kind::travelling);
+}
+
+std::uint64_t inherit_token(native_handle handle) noexcept {
+  return static_cast<std::uint64_t>(handle);
 }
 
 }  // namespace multiproc::detail::os

@@ -15,16 +15,18 @@ namespace multiproc::detail::os::posix::platform {
 /// The caller holds the descriptor creation lock.
 int open_process_descriptor_locked(long pid) noexcept;
 
-/// A pipe whose two ends are close-on-exec. Linux: atomically (pipe2); elsewhere pipe() then
-/// fcntl(), which is safe against the library's own forks and spawns because the caller holds
-/// the descriptor creation lock; a fork+exec by other code in between could inherit the pair.
-/// False with errno set on failure.
-bool make_cloexec_pipe(int fds[2]) noexcept;
-/// Asks for a larger pipe buffer (Linux: F_SETPIPE_SZ to 256 KiB); harmless if refused.
-void enlarge_pipe(int fd) noexcept;
-/// What the pipe buffers while nobody reads (Linux: F_GETPIPE_SZ; elsewhere 16 KiB, the
-/// smallest buffer of the POSIX systems we know).
-std::size_t pipe_capacity(int fd) noexcept;
+/// A connected pair of Unix sockets of `type` (SOCK_STREAM, SOCK_SEQPACKET), both
+/// close-on-exec: atomically on Linux (SOCK_CLOEXEC), elsewhere under the descriptor creation
+/// lock the caller holds. False with errno set on failure.
+bool make_cloexec_socketpair(int type, int fds[2]) noexcept;
+/// Whatever a new socket of ours needs before use (macOS: SO_NOSIGPIPE).
+void prepare_socket(int fd) noexcept;
+/// Flags for send/sendmsg so a vanished peer gives EPIPE, not SIGPIPE (Linux: MSG_NOSIGNAL).
+int send_no_signal_flag() noexcept;
+/// Flags for recvmsg so received descriptors are close-on-exec at once (MSG_CMSG_CLOEXEC).
+int receive_cloexec_flag() noexcept;
+/// Sets close-on-exec on `fd` (a no-op where receive_cloexec_flag() did it already).
+void set_cloexec(int fd) noexcept;
 
 /// Adds "close every descriptor from `lowest` on" to a spawn's file actions, so descriptors
 /// the program opened without close-on-exec never reach the child (glibc 2.34+:

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -32,19 +33,21 @@ int open_process_descriptor_locked(long pid) noexcept {
   return -1;  // kernel older than 5.3
 }
 
-bool make_cloexec_pipe(int fds[2]) noexcept {
-  return ::pipe2(fds, O_CLOEXEC) == 0;
+bool make_cloexec_socketpair(int type, int fds[2]) noexcept {
+  return ::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) == 0;
 }
 
-void enlarge_pipe(int fd) noexcept {
-  // Bigger pipes let tiny tasks and results flow in large batches.
-  ::fcntl(fd, F_SETPIPE_SZ, 256 * 1024);
+void prepare_socket(int) noexcept {}
+
+int send_no_signal_flag() noexcept {
+  return MSG_NOSIGNAL;
 }
 
-std::size_t pipe_capacity(int fd) noexcept {
-  const int size = ::fcntl(fd, F_GETPIPE_SZ);
-  return size > 0 ? static_cast<std::size_t>(size) : 16 * 1024;
+int receive_cloexec_flag() noexcept {
+  return MSG_CMSG_CLOEXEC;
 }
+
+void set_cloexec(int) noexcept {}
 
 bool add_close_from(posix_spawn_file_actions_t* actions, int lowest) noexcept {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))

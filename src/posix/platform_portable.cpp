@@ -4,6 +4,7 @@
 #include "platform.hpp"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,17 +17,36 @@ int open_process_descriptor_locked(long) noexcept {
   return -1;
 }
 
-bool make_cloexec_pipe(int fds[2]) noexcept {
-  if (::pipe(fds) != 0) return false;
-  ::fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-  ::fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+bool make_cloexec_socketpair(int type, int fds[2]) noexcept {
+  if (::socketpair(AF_UNIX, type, 0, fds) != 0) return false;
+  set_cloexec(fds[0]);
+  set_cloexec(fds[1]);
   return true;
 }
 
-void enlarge_pipe(int) noexcept {}
+void prepare_socket(int fd) noexcept {
+#if defined(SO_NOSIGPIPE)
+  const int on = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on);
+#else
+  (void)fd;
+#endif
+}
 
-std::size_t pipe_capacity(int) noexcept {
-  return 16 * 1024;
+int send_no_signal_flag() noexcept {
+#if defined(MSG_NOSIGNAL)
+  return MSG_NOSIGNAL;
+#else
+  return 0;  // prepare_socket() set SO_NOSIGPIPE instead
+#endif
+}
+
+int receive_cloexec_flag() noexcept {
+  return 0;
+}
+
+void set_cloexec(int fd) noexcept {
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
 bool add_close_from(posix_spawn_file_actions_t*, int) noexcept {

@@ -26,8 +26,8 @@ namespace multiproc::detail::os {
 
 namespace {
 
-constexpr int child_read_fd = 3;
-constexpr int child_write_fd = 4;
+/// Where the child finds its end of the channel (one socket: both directions).
+constexpr int child_channel_fd = 3;
 
 std::mutex executable_mutex;
 std::string executable_override;  // guarded by executable_mutex; empty: this program's image
@@ -81,24 +81,16 @@ std::vector<char*> environment_with(const std::string& marker) {
 
 child spawn_child(channel& child_end, std::string_view secret, child_kind /*kind*/) {
   const std::string executable = spawn_program();
-  // The copies below are not registered: no fork may happen until they are closed again.
+  // The copy below is not registered: no fork may happen until it is closed again.
   std::optional<posix::creating_descriptors> guard(std::in_place);
-  const int read_copy = high_copy(child_end.read_handle());
-  int write_copy = -1;
-  try {
-    write_copy = high_copy(child_end.write_handle());
-  } catch (...) {
-    ::close(read_copy);
-    throw;
-  }
+  const int channel_copy = high_copy(child_end.read_handle());
   spawn_setup setup;
-  // dup2 clears close-on-exec on the target: 3 and 4 are the only descriptors (besides
-  // stdio) the new image inherits, at numbers the marker names.
-  posix_spawn_file_actions_adddup2(&setup.actions, read_copy, child_read_fd);
-  posix_spawn_file_actions_adddup2(&setup.actions, write_copy, child_write_fd);
+  // dup2 clears close-on-exec on the target: 3 is the only descriptor (besides stdio) the new
+  // image inherits, at the number the marker names.
+  posix_spawn_file_actions_adddup2(&setup.actions, channel_copy, child_channel_fd);
   // Nothing but stdio and the channel reaches the child, even descriptors the program
   // opened without close-on-exec, where the platform can say so.
-  posix::platform::add_close_from(&setup.actions, child_write_fd + 1);
+  posix::platform::add_close_from(&setup.actions, child_channel_fd + 1);
   // A clean start: no blocked signal, every disposition back to its default.
   posix_spawnattr_setflags(&setup.attributes,
                            static_cast<short>(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
@@ -110,8 +102,7 @@ child spawn_child(channel& child_end, std::string_view secret, child_kind /*kind
   posix_spawnattr_setsigdefault(&setup.attributes, &all);
 
   const std::string marker = std::string(spawn_marker_variable) + "=" +
-                             std::to_string(child_read_fd) + "," + std::to_string(child_write_fd) +
-                             ";" + std::string(secret);
+                             std::to_string(child_channel_fd) + ";" + std::string(secret);
   std::vector<char*> environment = environment_with(marker);
   char* arguments[] = {const_cast<char*>(executable.c_str()), nullptr};
 
@@ -121,8 +112,7 @@ child spawn_child(channel& child_end, std::string_view secret, child_kind /*kind
   pid_t pid = 0;
   const int rc = ::posix_spawn(&pid, executable.c_str(), &setup.actions, &setup.attributes,
                                arguments, environment.data());
-  ::close(read_copy);
-  ::close(write_copy);
+  ::close(channel_copy);
   const int pidfd = rc == 0 ? posix::platform::open_process_descriptor_locked(pid) : -1;
   guard.reset();  // closing takes the lock itself
   child_end.close();
@@ -133,24 +123,19 @@ child spawn_child(channel& child_end, std::string_view secret, child_kind /*kind
   return child(pid, pidfd);
 }
 
-/// The token is "<read fd>,<write fd>" from the marker. Both must be pipes: a stale marker
-/// (inherited by an unrelated program) or a forged one names descriptors that are not ours,
-/// and the child must then refuse instead of talking to whatever they are.
+/// The token is "<fd>" from the marker, and it must be a socket: a stale marker (inherited by
+/// an unrelated program) or a forged one names a descriptor that is not ours, and the child
+/// must then refuse instead of talking to whatever it is.
 channel adopt_inherited_channel(std::string_view token) {
-  const auto comma = token.find(',');
-  if (comma == std::string_view::npos) return {};
-  const int read_fd = std::atoi(std::string(token.substr(0, comma)).c_str());
-  const int write_fd = std::atoi(std::string(token.substr(comma + 1)).c_str());
-  for (int fd : {read_fd, write_fd}) {
-    struct stat info {};
-    if (fd < 3 || ::fstat(fd, &info) != 0 || !S_ISFIFO(info.st_mode)) return {};
-  }
-  for (int fd : {read_fd, write_fd}) {
-    // A program this child runs must not inherit its channel.
-    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-    posix::register_descriptor(fd);
-  }
-  return channel(read_fd, write_fd);
+  if (token.empty() || token.find_first_not_of("0123456789") != std::string_view::npos) return {};
+  const int fd = std::atoi(std::string(token).c_str());
+  struct stat info {};
+  if (fd < 3 || ::fstat(fd, &info) != 0 || !S_ISSOCK(info.st_mode)) return {};
+  // A program this child runs must not inherit its channel.
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  posix::platform::prepare_socket(fd);
+  posix::register_descriptor(fd);
+  return channel(fd, fd);
 }
 
 bool die_with_parent(long expected_parent) noexcept {

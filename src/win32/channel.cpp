@@ -3,6 +3,7 @@
 #include "internal.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 #include <system_error>
 
 #include <multiproc/errors.hpp>
@@ -45,7 +46,12 @@ bool channel::readable_now() const noexcept {
   return available != 0;
 }
 
-void channel::write_all(const void* data, std::size_t size) {
+void channel::write_all(const void* data, std::size_t size,
+                        std::span<const native_handle> attached) {
+  // Handles never ride along on Windows: pass_handle() put them into the receiver already.
+  if (!attached.empty()) {
+    throw std::invalid_argument("multiproc: handles cannot be attached to a Windows pipe");
+  }
   const char* next = static_cast<const char*>(data);
   while (size != 0) {
     const auto chunk = static_cast<DWORD>(std::min(size, max_io_chunk));
@@ -99,6 +105,30 @@ std::pair<channel, channel> make_channel_pair() {
   }
   return {channel(as_native(up_read), as_native(down_write)),
           channel(as_native(down_read), as_native(up_write))};
+}
+
+owned_handle channel::take_attached() noexcept {
+  return {};
+}
+
+void channel::close_write() noexcept {
+  write_.reset();
+}
+
+std::uint64_t pass_handle(native_handle handle, const child& receiver,
+                          std::vector<native_handle>&) {
+  // Duplicated straight into the receiver: the value is valid there, and owned by it from now
+  // on (if it never takes it, the handle closes when it exits).
+  HANDLE there = nullptr;
+  if (!DuplicateHandle(GetCurrentProcess(), as_handle(handle), as_handle(receiver.handle()), &there,
+                       0, FALSE, DUPLICATE_SAME_ACCESS)) {
+    throw std::system_error(last_error_code(), "DuplicateHandle");
+  }
+  return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(there));
+}
+
+owned_handle accept_handle(std::uint64_t token, channel&) {
+  return owned_handle(static_cast<native_handle>(token), handle_kind::travelling);
 }
 
 void block_broken_pipe_signal_in_this_thread() noexcept {

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <iosfwd>
 #include <istream>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <tuple>
@@ -46,9 +47,12 @@ struct call_spec {
   const void* arguments;
 };
 
+/// A call encoded to run later: its bytes and the handles its arguments carry. Defined in the
+/// library.
+struct encoded_call;
 /// Encodes a call to run later (a process's target, a pool's initializer). Throws
 /// serialization_error.
-MULTIPROC_API std::string encode_call(const call_spec& call);
+MULTIPROC_API std::shared_ptr<const encoded_call> encode_call(const call_spec& call);
 
 template <class>
 inline constexpr bool dependent_false = false;

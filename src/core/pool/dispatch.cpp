@@ -60,7 +60,7 @@ std::size_t pool_impl::encode_part(const call_spec* calls, std::size_t part,
                                    const std::shared_ptr<result_state>& state, task& t) {
   t.state = state;
   t.part = part;
-  encode_call_body(calls[part], t.body, 0, true, t.block, t.block_size);
+  encode_call_body(calls[part], t.body, 0, true, t.block, t.block_size, &t.handles);
   t.encoded_bytes = t.block ? t.block_size : t.body.size();
   return t.encoded_bytes;
 }
@@ -162,13 +162,15 @@ void pool_impl::dispatch_locked() {
 void pool_impl::send_task_locked(worker_slot& slot, task t) {
   t.state->waiting_bytes -= t.encoded_bytes;  // it leaves the queue, sent or failed
   try {
-    append_task(slot.outbox, t.id, t.body, t.block, t.block_size, slot.child);
+    append_task(slot.outbox, t.id, t.body, t.block, t.block_size, t.handles, slot.child,
+                slot.outbox_attached);
   } catch (const std::exception& e) {
-    fail_later_locked(std::move(t), std::make_exception_ptr(start_error(
-                                        std::string("could not share a payload block with "
-                                                    "the worker: ") +
-                                            e.what(),
-                                        std::error_code())));
+    fail_later_locked(std::move(t),
+                      std::make_exception_ptr(start_error(
+                          std::string("could not pass the task's payload block or handles to "
+                                      "the worker: ") +
+                              e.what(),
+                          std::error_code())));
     return;
   }
   t.number = ++slot.tasks_sent;
@@ -188,11 +190,12 @@ void pool_impl::append_stop_locked(worker_slot& slot) {
 void pool_impl::flush_outbox_locked(worker_slot& slot) {
   if (slot.outbox.empty()) return;
   try {
-    slot.channel.write_all(slot.outbox.data(), slot.outbox.size());
+    slot.channel.write_all(slot.outbox.data(), slot.outbox.size(), slot.outbox_attached);
   } catch (const std::system_error&) {
     // The worker is gone; its supervisor sees the end of stream and re-routes its tasks.
   }
   slot.outbox.clear();
+  slot.outbox_attached.clear();
 }
 
 void pool_impl::record_task_time_locked(std::uint32_t elapsed_us) {

@@ -17,7 +17,7 @@ std::shared_ptr<pool_impl> pool_impl::start(const pool_options& options) {
   ensure_may_start();
   std::shared_ptr<pool_impl> impl(new pool_impl);
   impl->options_ = options;
-  if (options.initializer) check_frame_size(options.initializer.encoded()->size());
+  if (options.initializer) check_frame_size(options.initializer.encoded()->bytes.size());
   if (impl->options_.processes == 0) impl->options_.processes = cpu_count();
   impl->method_ = checked_method(options.method.value_or(default_start_method()));
   impl->creator_ = os::current_pid();

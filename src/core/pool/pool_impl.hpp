@@ -45,6 +45,7 @@ struct task {
   os::shared_block block;  ///< the encoded call, when large
   std::size_t block_size = 0;
   std::size_t encoded_bytes = 0;  ///< body or block: what waits in memory until a worker has it
+  handle_list handles;            ///< what its arguments carry: sent with it, kept until it ends
   std::size_t wire_size() const { return task_wire_size(body.size(), static_cast<bool>(block)); }
 };
 
@@ -77,7 +78,9 @@ struct worker_slot {
   bool ready_seen = false;
   int failed_starts = 0;  ///< starts in a row that never became ready
   std::string outbox;     ///< frames to write at the next flush
-  std::thread thread;     ///< its supervisor
+  /// POSIX: descriptors the outbox's frames carry, written with it (their tasks keep them open).
+  std::vector<os::native_handle> outbox_attached;
+  std::thread thread;  ///< its supervisor
   /// in_flight.size(), readable without the mutex (by the supervisor's brief watch).
   std::atomic<std::size_t> in_flight_count{0};
 };

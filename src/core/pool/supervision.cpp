@@ -44,15 +44,12 @@ void pool_impl::supervise(worker_slot& slot) {
 /// towards start_attempts.
 void pool_impl::start_worker(worker_slot& slot, std::unique_lock<std::mutex>& lock) {
   lock.unlock();
-  // Always sent, empty when there is none: the worker says it is ready only after it, so a
-  // worker whose initializer crashes counts as a failed start.
-  std::string first_frames;
+  // The initializer frame is always sent, empty when there is none: the worker says it is
+  // ready only after it, so a worker whose initializer crashes counts as a failed start.
   std::exception_ptr failure;
   launched started;
   try {
-    append_initializer(first_frames,
-                       options_.initializer ? options_.initializer.encoded().get() : nullptr);
-    started = launch({method_, child_role::pool_worker, first_frames});
+    started = launch({method_, child_role::pool_worker, options_.initializer.encoded().get()});
   } catch (...) {
     failure = std::current_exception();
   }
@@ -195,6 +192,7 @@ void pool_impl::finish_worker(worker_slot& slot, std::unique_lock<std::mutex>& l
   slot.accepting = false;
   slot.channel.close();
   slot.outbox.clear();
+  slot.outbox_attached.clear();
   const int code = slot.child.exit_code().value_or(-1);
   slot.taken_back = 0;
   if (!slot.in_flight.empty()) {

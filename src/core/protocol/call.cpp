@@ -58,6 +58,53 @@ bool register_invoker(invoker_fn invoker) noexcept {
   }
 }
 
+// ---- handles that travel with a call ------------------------------------------------------
+
+namespace {
+/// The call being encoded or decoded on this thread, if any (nested encodings, e.g. a
+/// serialize() that submits work, save and restore them).
+thread_local handle_list* outgoing = nullptr;
+thread_local handle_list* incoming = nullptr;
+
+class travelling_with {
+ public:
+  travelling_with(handle_list*& slot, handle_list* list) : slot_(slot), saved_(slot) {
+    slot = list;
+  }
+  ~travelling_with() { slot_ = saved_; }
+  travelling_with(const travelling_with&) = delete;
+  travelling_with& operator=(const travelling_with&) = delete;
+
+ private:
+  handle_list*& slot_;
+  handle_list* saved_;
+};
+}  // namespace
+
+std::uint32_t travel_out(os::native_handle handle) {
+  if (outgoing == nullptr) {
+    throw serialization_error(
+        serialization_error::phase::encode_arguments,
+        "a queue, pipe or shared object travels only as an argument of mp::process, of a pool "
+        "task or of a pool initializer, not inside a queue or pipe nor as a task's result");
+  }
+  try {
+    outgoing->push_back(os::duplicate_handle(handle, os::handle_kind::travelling));
+  } catch (const std::system_error& e) {
+    throw serialization_error(serialization_error::phase::encode_arguments,
+                              std::string("could not copy a handle for the call: ") + e.what());
+  }
+  return static_cast<std::uint32_t>(outgoing->size() - 1);
+}
+
+os::owned_handle travel_in(std::uint32_t index) {
+  if (incoming == nullptr || index >= incoming->size() || !(*incoming)[index]) {
+    throw serialization_error(serialization_error::phase::decode_arguments,
+                              "an argument names a handle that did not come with the call");
+  }
+  return std::move((*incoming)[index]);
+}
+
 // ---- encoding -----------------------------------------------------------------------------------
 
 namespace {
@@ -74,7 +121,9 @@ void append_code(std::string& out, const void* address) {
 }  // namespace
 
 void encode_call_body(const call_spec& call, std::string& out, std::size_t body_start,
-                      bool allow_block, os::shared_block& block, std::size_t& block_size) {
+                      bool allow_block, os::shared_block& block, std::size_t& block_size,
+                      handle_list* handles) {
+  const travelling_with collecting(outgoing, handles);
   append_code(out, reinterpret_cast<const void*>(call.invoker));
   append_code(out, reinterpret_cast<const void*>(call.target));
   output_lease lease;
@@ -93,12 +142,12 @@ void encode_call_body(const call_spec& call, std::string& out, std::size_t body_
   }
 }
 
-std::string encode_call(const call_spec& call) {
-  std::string out;
+std::shared_ptr<const encoded_call> encode_call(const call_spec& call) {
+  auto encoded = std::make_shared<encoded_call>();
   os::shared_block unused;
   std::size_t unused_size = 0;
-  encode_call_body(call, out, 0, false, unused, unused_size);
-  return out;
+  encode_call_body(call, encoded->bytes, 0, false, unused, unused_size, &encoded->handles);
+  return encoded;
 }
 
 // ---- running ------------------------------------------------------------------------------------
@@ -140,7 +189,7 @@ std::string current_exception_message() {
 task_outcome run_call_body(const char* body, std::size_t size, std::string* result_out,
                            std::size_t result_start, bool allow_block,
                            os::shared_block* result_block, std::size_t* result_block_size,
-                           os::shared_block* consumed_arguments) {
+                           handle_list* handles, os::shared_block* consumed_arguments) {
   task_outcome outcome;
   invoker_fn invoker = nullptr;
   raw_function target = nullptr;
@@ -167,6 +216,7 @@ task_outcome run_call_body(const char* body, std::size_t size, std::string* resu
     outcome.message = e.what();
     return outcome;
   }
+  const travelling_with providing(incoming, handles);
   std::istream& arguments = memory_input(reader.position(), reader.remaining(), consumed_arguments);
   output_lease lease;
   std::ostream* result = nullptr;

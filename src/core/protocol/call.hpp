@@ -11,14 +11,34 @@
 #include <multiproc/detail/call.hpp>
 
 #include "../../os/shared_block.hpp"
+#include "frame.hpp"
 
 namespace multiproc::detail {
 
+/// A call encoded to run later (a process's target, a pool's initializer): its bytes, and the
+/// handles its arguments carry (copies this encoding owns).
+struct encoded_call {
+  std::string bytes;
+  handle_list handles;
+};
+
 /// Appends the code references and arguments of `call` to `out`. If `allow_block` and the
 /// body grows past spill_threshold, moves it (from `body_start` on) into `block` instead and
-/// leaves `out` cut back to `body_start`. Throws serialization_error.
+/// leaves `out` cut back to `body_start`. The handles the arguments carry (queues, pipes,
+/// shared objects: travel_out()) are copied into `handles`; with `handles` null, such an
+/// argument is refused. Throws serialization_error.
 void encode_call_body(const call_spec& call, std::string& out, std::size_t body_start,
-                      bool allow_block, os::shared_block& block, std::size_t& block_size);
+                      bool allow_block, os::shared_block& block, std::size_t& block_size,
+                      handle_list* handles);
+
+/// While a call's arguments are encoded: a travelling object's handle joins the call (as a
+/// copy); returns the index its bytes name it by. Throws serialization_error when nothing is
+/// being encoded for another process (the object was put in a queue or pipe, or returned as a
+/// task's result).
+std::uint32_t travel_out(os::native_handle handle);
+/// While a call's arguments are decoded: takes the handle they name as `index`. Throws
+/// serialization_error if there is none.
+os::owned_handle travel_in(std::uint32_t index);
 
 /// How running a call went; travels back in a result frame.
 enum class result_status : std::uint8_t {
@@ -43,10 +63,12 @@ struct task_outcome {
 /// `consumed_arguments`: the shared block `body` lies in, read by nobody after this call;
 /// its memory is given back as the arguments are decoded, so a huge argument is not held
 /// twice (mapped and decoded) while the target runs.
+/// `handles`: those the frame carried, which the arguments name (travel_in()); those left
+/// untaken are closed by the caller.
 task_outcome run_call_body(const char* body, std::size_t size, std::string* result_out,
                            std::size_t result_start, bool allow_block,
                            os::shared_block* result_block, std::size_t* result_block_size,
-                           os::shared_block* consumed_arguments = nullptr);
+                           handle_list* handles, os::shared_block* consumed_arguments = nullptr);
 
 /// The demangled type of the exception being handled, e.g. "std::runtime_error".
 std::string current_exception_type();

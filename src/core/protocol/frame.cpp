@@ -43,6 +43,45 @@ void set_frame_elapsed(std::string& out, std::size_t at, std::uint32_t elapsed_u
   std::memcpy(out.data() + at + offsetof(frame_header, elapsed_us), &elapsed_us, sizeof elapsed_us);
 }
 
+std::string handle_trailer(const handle_list& handles, const os::child& receiver,
+                           std::vector<os::native_handle>& attached) {
+  if (handles.size() > 0xffff) {
+    throw serialization_error(serialization_error::phase::encode_arguments,
+                              "a call may carry at most 65535 queues, pipes or shared objects");
+  }
+  std::string trailer;
+  for (const auto& handle : handles)
+    append_u64(trailer, os::pass_handle(handle.get(), receiver, attached));
+  return trailer;
+}
+
+void set_frame_handles(std::string& out, std::size_t at, std::size_t count) {
+  const auto value = static_cast<std::uint16_t>(count);
+  std::memcpy(out.data() + at + offsetof(frame_header, handles), &value, sizeof value);
+}
+
+void append_handles(std::string& out, std::size_t at, const handle_list& handles,
+                    const os::child& receiver, std::vector<os::native_handle>& attached) {
+  out += handle_trailer(handles, receiver, attached);
+  set_frame_handles(out, at, handles.size());
+}
+
+handle_list take_handles(frame_header& header, const char* body, os::channel& from) {
+  handle_list handles;
+  if (header.handles == 0) return handles;
+  const std::size_t trailer = std::size_t{header.handles} * 8;
+  if (trailer > header.body_size) throw std::runtime_error("multiproc: truncated handle trailer");
+  const char* tokens = body + header.body_size - trailer;
+  handles.reserve(header.handles);
+  for (std::size_t i = 0; i < header.handles; ++i) {
+    std::uint64_t token;
+    std::memcpy(&token, tokens + i * 8, sizeof token);
+    handles.push_back(os::accept_handle(token, from));
+  }
+  header.body_size -= static_cast<std::uint32_t>(trailer);
+  return handles;
+}
+
 void append_u64(std::string& out, std::uint64_t value) {
   out.append(reinterpret_cast<const char*>(&value), sizeof value);
 }

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "../../os/channel.hpp"
+#include "../../os/child.hpp"
+#include "../../os/handle.hpp"
 
 namespace multiproc::detail {
 
@@ -35,10 +37,10 @@ enum frame_flags : std::uint8_t {
 };
 
 struct frame_header {
-  std::uint32_t body_size;
+  std::uint32_t body_size;  ///< everything after the header, the handle trailer included
   frame_kind kind;
   std::uint8_t flags;
-  std::uint16_t reserved;
+  std::uint16_t handles;     ///< handles the frame carries: a trailer of one u64 token each
   std::uint32_t elapsed_us;  ///< result: how long the task ran (drives the scheduler's depth)
   std::uint32_t reserved2;
   std::uint64_t id;  ///< the task a task/result/release frame is about
@@ -60,6 +62,26 @@ void end_frame(std::string& out, std::size_t at, std::size_t more = 0);
 /// Patch fields of the frame begun at `at` that are known only at its end (a result).
 void set_frame_flags(std::string& out, std::size_t at, std::uint8_t flags);
 void set_frame_elapsed(std::string& out, std::size_t at, std::uint32_t elapsed_us);
+
+/// Handles travelling with a message (a call's arguments' queues, pipes, shared objects), in
+/// the order its bytes name them.
+using handle_list = std::vector<os::owned_handle>;
+
+/// Appends the handle trailer of the frame begun at `at` (call it last, before end_frame): one
+/// token per handle, as os::pass_handle() makes them for `receiver`; on POSIX the handles go
+/// into `attached`, to be written with the frame (write_all's `attached`), and must stay open
+/// until then. Throws std::system_error, or serialization_error past 65535 handles.
+void append_handles(std::string& out, std::size_t at, const handle_list& handles,
+                    const os::child& receiver, std::vector<os::native_handle>& attached);
+/// The same trailer as a string of its own, for a frame whose body is written in pieces; the
+/// frame's handle count is then set with set_frame_handles().
+std::string handle_trailer(const handle_list& handles, const os::child& receiver,
+                           std::vector<os::native_handle>& attached);
+void set_frame_handles(std::string& out, std::size_t at, std::size_t count);
+/// The handles a frame read from `from` carries, taken from its trailer (they must be taken
+/// for every such frame, run or not, so the next frame finds its own). Shortens
+/// header.body_size by the trailer. Throws std::runtime_error if the frame is malformed.
+handle_list take_handles(frame_header& header, const char* body, os::channel& from);
 
 void append_u64(std::string& out, std::uint64_t value);
 /// A u32 length, then the bytes.

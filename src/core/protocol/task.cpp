@@ -1,6 +1,8 @@
 // The call family of frames (see task.hpp).
 #include "task.hpp"
 
+#include "call.hpp"
+
 namespace multiproc::detail {
 
 namespace {
@@ -9,18 +11,28 @@ constexpr std::size_t block_reference_size = 16;
 }  // namespace
 
 void append_task(std::string& out, std::uint64_t id, const std::string& body,
-                 os::shared_block& block, std::size_t block_size, const os::child& receiver) {
+                 os::shared_block& block, std::size_t block_size, const handle_list& handles,
+                 const os::child& receiver, std::vector<os::native_handle>& attached) {
+  // Everything that can fail first: nothing is appended unless all of it can be.
+  const std::uint64_t token = block ? block.export_to_child(receiver) : 0;
+  const std::size_t attached_before = attached.size();
+  std::string trailer;
+  try {
+    trailer = handle_trailer(handles, receiver, attached);
+  } catch (...) {
+    attached.resize(attached_before);
+    throw;
+  }
+  const std::size_t at = begin_frame(out, frame_kind::task, id, block ? body_in_block : 0);
   if (block) {
-    const std::uint64_t token = block.export_to_child(receiver);
-    const std::size_t at = begin_frame(out, frame_kind::task, id, body_in_block);
     append_u64(out, token);
     append_u64(out, block_size);
-    end_frame(out, at);
   } else {
-    const std::size_t at = begin_frame(out, frame_kind::task, id);
     out += body;
-    end_frame(out, at);
   }
+  out += trailer;
+  set_frame_handles(out, at, handles.size());
+  end_frame(out, at);
 }
 
 std::size_t task_wire_size(std::size_t inline_body_size, bool in_block) noexcept {
@@ -51,14 +63,20 @@ void forget_task(const frame_header& header, const char* body) noexcept {
   }
 }
 
-void append_initializer(std::string& out, const std::string* encoded_call) {
+void append_initializer(std::string& out, const encoded_call* call, const os::child& receiver,
+                        std::vector<os::native_handle>& attached) {
   const std::size_t at = begin_frame(out, frame_kind::initializer, 0);
-  if (encoded_call != nullptr) out += *encoded_call;
+  if (call != nullptr) {
+    out += call->bytes;
+    append_handles(out, at, call->handles, receiver, attached);
+  }
   end_frame(out, at);
 }
 
-void append_run_once_head(std::string& out, std::size_t call_size) {
-  end_frame(out, begin_frame(out, frame_kind::run_once, 0), call_size);
+void append_run_once_head(std::string& out, const encoded_call& call, const std::string& trailer) {
+  const std::size_t at = begin_frame(out, frame_kind::run_once, 0);
+  set_frame_handles(out, at, call.handles.size());
+  end_frame(out, at, call.bytes.size() + trailer.size());
 }
 
 }  // namespace multiproc::detail

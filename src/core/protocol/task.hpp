@@ -15,10 +15,12 @@
 namespace multiproc::detail {
 
 /// Parent side: appends a task frame whose body is `body`, or, if `block` holds it, the
-/// block's token exported to `receiver` and `block_size`. Throws std::system_error if the
-/// block cannot be shared with the receiver (nothing is appended then).
+/// block's token exported to `receiver` and `block_size`; then the `handles` its arguments
+/// carry (on POSIX added to `attached`, for the write). Throws std::system_error if the block
+/// or a handle cannot be passed to the receiver (nothing is appended then).
 void append_task(std::string& out, std::uint64_t id, const std::string& body,
-                 os::shared_block& block, std::size_t block_size, const os::child& receiver);
+                 os::shared_block& block, std::size_t block_size, const handle_list& handles,
+                 const os::child& receiver, std::vector<os::native_handle>& attached);
 /// Bytes a task frame takes in the channel: the header and the inline body or the token.
 std::size_t task_wire_size(std::size_t inline_body_size, bool in_block) noexcept;
 
@@ -34,12 +36,16 @@ task_body read_task(const frame_header& header, const char* body);
 /// Worker side, for a task frame it will not run: gives up the block token it carries.
 void forget_task(const frame_header& header, const char* body) noexcept;
 
-/// Appends the initializer frame a pool worker gets first: `encoded_call`, or an empty body
-/// for "no initializer" (the frame is sent anyway: the worker says ready only after it).
-void append_initializer(std::string& out, const std::string* encoded_call);
+struct encoded_call;
+/// Appends the initializer frame a pool worker gets first: `call`, or an empty body for "no
+/// initializer" (the frame is sent anyway: the worker says ready only after it). Throws as
+/// append_task.
+void append_initializer(std::string& out, const encoded_call* call, const os::child& receiver,
+                        std::vector<os::native_handle>& attached);
 
-/// Appends the head of a run_once frame whose body, the encoded call of `call_size` bytes,
-/// the caller writes right after it (so a large call is never copied behind the head).
-void append_run_once_head(std::string& out, std::size_t call_size);
+/// Appends the head of a run_once frame whose body is `call`'s bytes, then `trailer` (its
+/// handles' tokens, handle_trailer()): the caller writes those two right after the head, so
+/// a large call is never copied behind it.
+void append_run_once_head(std::string& out, const encoded_call& call, const std::string& trailer);
 
 }  // namespace multiproc::detail
