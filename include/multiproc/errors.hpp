@@ -85,8 +85,16 @@ class MULTIPROC_API state_error : public error {
 /// A payload could not be encoded or decoded.
 class MULTIPROC_API serialization_error : public error {
  public:
-  /// Where it failed.
-  enum class phase { encode_arguments, decode_arguments, encode_result, decode_result };
+  /// Where it failed. encode_message / decode_message: an item of a queue or a message of a
+  /// pipe (decode_message also when it was sent as another type than the one asked for).
+  enum class phase {
+    encode_arguments,
+    decode_arguments,
+    encode_result,
+    decode_result,
+    encode_message,
+    decode_message
+  };
   /// Builds the error; what() reads "serialization failed while <name(where)>: <detail>"
   /// (`detail`: the codec's message, or why a frame was refused). Throws only std::bad_alloc.
   serialization_error(phase where, const std::string& detail)
@@ -108,6 +116,10 @@ class MULTIPROC_API serialization_error : public error {
         return "encoding the result";
       case phase::decode_result:
         return "decoding the result";
+      case phase::encode_message:
+        return "encoding a message";
+      case phase::decode_message:
+        return "decoding a message";
     }
     return "?";
   }
@@ -133,6 +145,14 @@ class MULTIPROC_API start_error : public error {
 
  private:
   std::error_code code_;
+};
+
+/// A queue or connection has nothing more to give: the other side is closed (every producer
+/// of a queue closed it or ended; every holder of a pipe's other end did) and nothing is left
+/// to read -- Python's EOFError. Also any use of a queue or connection after its close().
+class MULTIPROC_API closed_error : public error {
+ public:
+  using error::error;
 };
 
 }  // namespace multiproc

@@ -3,9 +3,11 @@
 
 #include <multiproc/async_result.hpp>
 #include <multiproc/config.hpp>
+#include <multiproc/connection.hpp>
 #include <multiproc/errors.hpp>
 #include <multiproc/init.hpp>
 #include <multiproc/pool.hpp>
 #include <multiproc/process.hpp>
+#include <multiproc/queue.hpp>
 #include <multiproc/serialization.hpp>
 #include <multiproc/this_process.hpp>

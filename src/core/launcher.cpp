@@ -87,9 +87,11 @@ int run_child(child_role role, os::channel& channel, frame_reader& reader) {
   frame_header header{};
   const char* body = nullptr;
   if (!reader.next(header, body) || header.kind != frame_kind::run_once) {
+    // As any failed start-up proof: no atexit handler or destructor of the program runs.
     std::fprintf(stderr,
                  "multiproc: the parent closed the channel before sending the call to run\n");
-    return protocol_failure_exit_code;
+    std::fflush(stderr);
+    std::_Exit(protocol_failure_exit_code);
   }
   handle_list handles;
   try {

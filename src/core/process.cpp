@@ -5,6 +5,7 @@
 
 #include <multiproc/process.hpp>
 
+#include "../os/sync.hpp"
 #include "../os/system.hpp"
 
 #include "launcher.hpp"
@@ -84,6 +85,13 @@ void process::start() {
   if (p.started) throw state_error("process::start: this process was already started");
   detail::ensure_may_start();
   p.child = detail::launch({p.method, detail::child_role::process, p.call.get()}).child;
+  // The child counts as holding what its arguments carry from now on, before it has even
+  // opened them (see travel_ticket); then the call and its copies go.
+  if (!p.call->tickets.empty()) {
+    const auto child = detail::os::stamp_of(p.child);
+    for (const auto& ticket : p.call->tickets)
+      ticket->delivered_to(child);
+  }
   p.call.reset();
   // The creator is the process that starts it: an object made before mp::fork() and started
   // in the child belongs to that child.

@@ -111,6 +111,8 @@ int run_worker(os::channel& channel, frame_reader& reader) {
           } catch (const std::exception& e) {
             std::fprintf(stderr, "multiproc: worker cannot map its claim ledger: %s; exiting\n",
                          e.what());
+            append_ledger_refused(out);
+            flush();
             return protocol_failure_exit_code;
           }
           break;
@@ -165,9 +167,12 @@ int run_process_call(const char* body, std::size_t size, handle_list& handles) {
     std::fprintf(stderr, "multiproc: %s\n", outcome.message.c_str());
     code = 1;
   }
+  // The standard streams only: in a forked child any other FILE may hold the parent's bytes
+  // (see src/posix/fork.cpp); a spawned child's exit() flushes the rest as any program's.
   std::cout.flush();
   std::cerr.flush();
-  std::fflush(nullptr);
+  std::fflush(stdout);
+  std::fflush(stderr);
   return code;
 }
 

@@ -14,7 +14,8 @@
 namespace multiproc::detail::os {
 
 #if MULTIPROC_HAS_FORK
-/// Forks, after flushing what can be flushed from this thread. The child closes every library
+/// Forks, after flushing what can safely be flushed from this thread (every FILE, and the
+/// standard C++ streams while they are synced with stdio). The child closes every library
 /// descriptor (internal and travelling) but those in `keep` (its channel, and the handles its
 /// arguments carry), drops the output it inherited unwritten in stdout, stderr and the
 /// standard C++ streams (the parent's to write), ties itself to the parent if `kind` says so,

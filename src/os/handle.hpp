@@ -44,8 +44,6 @@ class owned_handle {
   explicit operator bool() const noexcept { return value_ != invalid_handle; }
   /// Closes the handle (if this process still owns that number) and leaves this empty.
   void reset() noexcept;
-  /// Gives the handle up without closing it.
-  native_handle release() noexcept { return std::exchange(value_, invalid_handle); }
 
  private:
   native_handle value_ = invalid_handle;

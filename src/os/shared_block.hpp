@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 #include "child.hpp"
 #include "handle.hpp"
@@ -21,13 +22,15 @@ class shared_block {
   shared_block(shared_block&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)),
         size_(std::exchange(other.size_, 0)),
-        handle_(std::move(other.handle_)) {}
+        handle_(std::move(other.handle_)),
+        committed_(std::move(other.committed_)) {}
   shared_block& operator=(shared_block&& other) noexcept {
     if (this != &other) {
       unmap();
       data_ = std::exchange(other.data_, nullptr);
       size_ = std::exchange(other.size_, 0);
       handle_ = std::move(other.handle_);
+      committed_ = std::move(other.committed_);
     }
     return *this;
   }
@@ -75,12 +78,30 @@ class shared_block {
   /// not run here). Windows closes the duplicated handle; POSIX has nothing to free.
   static void forget_from_parent(std::uint64_t token) noexcept;
 
+  /// A block for a shared object (mp::queue, mp::pipe, mp::shared_memory...): `size` bytes,
+  /// zero-filled, its handle of the travelling kind (it reaches other processes by
+  /// travel_out()). With `sparse`, memory is taken only as pages are first used: Linux leaves
+  /// the memfd's pages unallocated until written; Windows reserves the section and
+  /// make_usable() commits what is about to be touched. Throws std::system_error.
+  static shared_block create_shared(std::size_t size, bool sparse);
+  /// Maps the whole block of `size` bytes that `handle` (received, travel_in()) refers to,
+  /// keeping the handle (to pass it on). Throws std::system_error.
+  static shared_block map_received(owned_handle handle, std::size_t size, bool sparse);
+  /// Before [offset, offset + count) of a sparse block is first touched in this process:
+  /// Windows commits those pages (in granules, remembered); elsewhere nothing. Throws
+  /// std::system_error.
+  void make_usable(std::size_t offset, std::size_t count);
+  /// The handle behind the block (to pass on).
+  native_handle handle() const noexcept { return handle_.get(); }
+
  private:
   /// Unmaps the view (the handle closes itself).
   void unmap() noexcept;
   char* data_ = nullptr;
   std::size_t size_ = 0;
   owned_handle handle_;
+  /// Windows, sparse blocks: which granules this process has committed (empty otherwise).
+  std::vector<bool> committed_;
 };
 
 }  // namespace multiproc::detail::os

@@ -61,11 +61,15 @@ void flush_before_fork() noexcept {
   std::fflush(nullptr);
 }
 
-/// In the child, when its call is done: its own output goes out before _exit.
+/// In the child, when its call is done: its own output goes out before _exit -- the standard
+/// streams only, as Python's forked children do. Another FILE may still hold bytes one of the
+/// parent's threads wrote between the parent's flush and the fork: they are the parent's to
+/// write (and _exit() drops them), so that a program's own log never gets its lines twice.
 void flush_own_output() {
   std::cout.flush();
   std::cerr.flush();
-  std::fflush(nullptr);
+  std::fflush(stdout);
+  std::fflush(stderr);
 }
 
 /// Forgets what a stream's buffer holds without writing it.
@@ -90,11 +94,6 @@ struct unwritten_output : std::basic_streambuf<Char> {
   }
 };
 
-/// In a forked child, before it runs anything: the bytes the parent's threads had buffered in
-/// stdout, stderr and the standard C++ streams at the moment of the fork are the parent's to
-/// write, and it will. A flush before fork() cannot prevent them (another thread may print
-/// between the flush and the fork), so the child drops its copies; its own output, written
-/// from now on, is flushed when its call ends.
 void drop_pending(FILE* stream) noexcept {
 #if defined(MULTIPROC_DETAIL_STDIO_EXT)
   // As for the C++ buffers: a FILE is written (a page copied) only if it holds something.
@@ -104,6 +103,11 @@ void drop_pending(FILE* stream) noexcept {
 #endif
 }
 
+/// In a forked child, before it runs anything: the bytes the parent's threads had buffered in
+/// stdout, stderr and the standard C++ streams at the moment of the fork are the parent's to
+/// write, and it will. A flush before fork() cannot prevent them (another thread may print
+/// between the flush and the fork), so the child drops its copies; its own output, written
+/// from now on, is flushed when its call ends.
 void drop_inherited_output() noexcept {
   drop_pending(stdout);
   drop_pending(stderr);

@@ -6,6 +6,7 @@
 #include <spawn.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace multiproc::detail::os::posix::platform {
@@ -42,6 +43,10 @@ std::string executable_path();
 /// Asks the kernel to kill this process when its parent ends (Linux: PR_SET_PDEATHSIG).
 /// Elsewhere nothing: a worker then learns of its parent's end from its channel only.
 void kill_me_when_parent_dies() noexcept;
+
+/// When process `pid` started, in the platform's units (Linux: clock ticks since boot, from
+/// /proc/<pid>/stat), or 0 where that cannot be told. Only compared for equality.
+std::uint64_t process_start_time(long pid) noexcept;
 
 /// The CPUs this process may run on (Linux: sched_getaffinity), or 0 where that is unknown.
 unsigned affinity_cpu_count() noexcept;

@@ -11,6 +11,9 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include <multiproc/errors.hpp>
 
@@ -69,6 +72,24 @@ std::string executable_path() {
 
 void kill_me_when_parent_dies() noexcept {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+std::uint64_t process_start_time(long pid) noexcept {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char text[1024];
+  const ssize_t got = ::read(fd, text, sizeof text - 1);
+  ::close(fd);
+  if (got <= 0) return 0;
+  text[got] = '\0';
+  // Field 22 (starttime); the name (field 2) may hold spaces and ')', so count after the last.
+  const char* p = std::strrchr(text, ')');
+  if (p == nullptr) return 0;
+  for (int field = 2; field < 22 && p != nullptr; ++field)
+    p = std::strchr(p + 1, ' ');
+  return p == nullptr ? 0 : std::strtoull(p + 1, nullptr, 10);
 }
 
 unsigned affinity_cpu_count() noexcept {

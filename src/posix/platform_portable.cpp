@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <string>
 
 #include <multiproc/errors.hpp>
 
@@ -62,11 +63,20 @@ short extra_spawn_flags() noexcept {
 }
 
 std::string executable_path() {
-  // argv[0] is not reliable; the BSDs offer this link where procfs is mounted.
-  return "/proc/curproc/file";
+  // argv[0] is not reliable: the kernel's link to the running image where there is one (Linux,
+  // also in the portable build; the BSDs where procfs is mounted). macOS: issue 16's
+  // _NSGetExecutablePath file.
+  for (const char* link : {"/proc/self/exe", "/proc/curproc/file"}) {
+    if (::access(link, F_OK) == 0) return link;
+  }
+  return "/proc/self/exe";
 }
 
 void kill_me_when_parent_dies() noexcept {}
+
+std::uint64_t process_start_time(long) noexcept {
+  return 0;
+}
 
 unsigned affinity_cpu_count() noexcept {
   return 0;

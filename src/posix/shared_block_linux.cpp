@@ -2,6 +2,7 @@
 // while the sender still holds it, so no name exists that a crash could leak.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -103,6 +104,41 @@ void shared_block::prefetch(std::size_t offset, std::size_t count) noexcept {
   const std::size_t end = offset + std::min(count, size_ - offset);
   ::madvise(data_ + first, end - first, populate_read);
 }
+
+shared_block shared_block::create_shared(std::size_t size, bool) {
+  // A memfd is sparse by nature: ftruncate allocates nothing, pages come as they are written.
+  shared_block block;
+  {
+    const posix::creating_descriptors guard;
+    const int fd = ::memfd_create("multiproc-shared", MFD_CLOEXEC);
+    if (fd < 0) throw posix::last_error("multiproc: creating a shared object");
+    posix::register_descriptor(fd, handle_kind::travelling);
+    block.handle_ = owned_handle(fd, handle_kind::travelling);
+  }
+  if (::ftruncate(static_cast<int>(block.handle_.get()), static_cast<off_t>(size)) != 0) {
+    throw posix::last_error("multiproc: sizing a shared object");
+  }
+  block.data_ = map_descriptor(static_cast<int>(block.handle_.get()), size, false);
+  block.size_ = size;
+  return block;
+}
+
+shared_block shared_block::map_received(owned_handle handle, std::size_t size, bool) {
+  shared_block block;
+  block.handle_ = std::move(handle);
+  struct stat info {};
+  // A peer's claim is checked against the real size: mapping past it would fault later.
+  if (::fstat(static_cast<int>(block.handle_.get()), &info) != 0 ||
+      static_cast<std::size_t>(info.st_size) < size) {
+    throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                            "multiproc: a shared object is smaller than it claims");
+  }
+  block.data_ = map_descriptor(static_cast<int>(block.handle_.get()), size, false);
+  block.size_ = size;
+  return block;
+}
+
+void shared_block::make_usable(std::size_t, std::size_t) {}
 
 std::uint64_t shared_block::export_to_child(const child&) {
   return static_cast<std::uint64_t>(handle_.get());

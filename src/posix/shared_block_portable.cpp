@@ -29,6 +29,13 @@ void shared_block::prefetch(std::size_t, std::size_t) noexcept {}
 std::uint64_t shared_block::export_to_child(const child&) {
   unsupported();
 }
+shared_block shared_block::create_shared(std::size_t, bool) {
+  unsupported();
+}
+shared_block shared_block::map_received(owned_handle, std::size_t, bool) {
+  unsupported();
+}
+void shared_block::make_usable(std::size_t, std::size_t) {}
 std::uint64_t shared_block::export_to_parent() {
   unsupported();
 }

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <multiproc/errors.hpp>
@@ -83,7 +84,20 @@ child spawn_child(channel& child_end, std::string_view secret, child_kind /*kind
   const std::string executable = spawn_program();
   // The copy below is not registered: no fork may happen until it is closed again.
   std::optional<posix::creating_descriptors> guard(std::in_place);
-  const int channel_copy = high_copy(child_end.read_handle());
+  int channel_copy = -1;
+  try {
+    channel_copy = high_copy(child_end.read_handle());
+  } catch (...) {
+    guard.reset();
+    child_end.close();
+    throw;
+  }
+  struct closes_copy {
+    int& fd;
+    ~closes_copy() {
+      if (fd >= 0) ::close(fd);
+    }
+  } copy_closer{channel_copy};
   spawn_setup setup;
   // dup2 clears close-on-exec on the target: 3 is the only descriptor (besides stdio) the new
   // image inherits, at the number the marker names.
@@ -112,7 +126,7 @@ child spawn_child(channel& child_end, std::string_view secret, child_kind /*kind
   pid_t pid = 0;
   const int rc = ::posix_spawn(&pid, executable.c_str(), &setup.actions, &setup.attributes,
                                arguments, environment.data());
-  ::close(channel_copy);
+  ::close(std::exchange(channel_copy, -1));
   const int pidfd = rc == 0 ? posix::platform::open_process_descriptor_locked(pid) : -1;
   guard.reset();  // closing takes the lock itself
   child_end.close();

@@ -122,6 +122,47 @@ shared_block shared_block::open_from_child(const child& sender, std::uint64_t to
 
 namespace multiproc::detail::os {
 
+namespace {
+/// Commit granularity of sparse blocks: large enough that committing is rare, small enough
+/// that a queue holding little commits little.
+constexpr std::size_t commit_granule = std::size_t{1} << 20;
+}  // namespace
+
+shared_block shared_block::create_shared(std::size_t size, bool sparse) {
+  const auto bytes = static_cast<std::uint64_t>(std::max<std::size_t>(size, 1));
+  // SEC_RESERVE: address space only, pages committed (by any view) as make_usable() asks.
+  const HANDLE section = CreateFileMappingW(
+      INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE | (sparse ? SEC_RESERVE : SEC_COMMIT),
+      static_cast<DWORD>(bytes >> 32), static_cast<DWORD>(bytes), nullptr);
+  if (section == nullptr) throw_last_error("CreateFileMappingW");
+  return map_received(owned_handle(as_native(section), handle_kind::travelling), size, sparse);
+}
+
+shared_block shared_block::map_received(owned_handle handle, std::size_t size, bool sparse) {
+  shared_block block;
+  block.handle_ = std::move(handle);
+  // Fails if the section is smaller than `size`: a peer's claim is never trusted further.
+  block.data_ = map_section(as_handle(block.handle_.get()), size);
+  block.size_ = size;
+  if (sparse) block.committed_.assign((size + commit_granule - 1) / commit_granule, false);
+  return block;
+}
+
+void shared_block::make_usable(std::size_t offset, std::size_t count) {
+  if (committed_.empty() || count == 0) return;
+  const std::size_t first = offset / commit_granule;
+  const std::size_t last = std::min((offset + count - 1) / commit_granule, committed_.size() - 1);
+  for (std::size_t g = first; g <= last; ++g) {
+    if (committed_[g]) continue;
+    const std::size_t from = g * commit_granule;
+    const std::size_t length = std::min(commit_granule, size_ - from);
+    if (VirtualAlloc(data_ + from, length, MEM_COMMIT, PAGE_READWRITE) == nullptr) {
+      throw_last_error("VirtualAlloc (committing shared memory)");
+    }
+    committed_[g] = true;
+  }
+}
+
 void shared_block::forget_from_parent(std::uint64_t token) noexcept {
   // export_to_child duplicated the handle into this process: it is ours to close.
   CloseHandle(as_handle(static_cast<native_handle>(token)));

@@ -60,7 +60,7 @@ std::size_t pool_impl::encode_part(const call_spec* calls, std::size_t part,
                                    const std::shared_ptr<result_state>& state, task& t) {
   t.state = state;
   t.part = part;
-  encode_call_body(calls[part], t.body, 0, true, t.block, t.block_size, &t.handles);
+  encode_call_body(calls[part], t.body, 0, true, t.block, t.block_size, &t.handles, &t.tickets);
   t.encoded_bytes = t.block ? t.block_size : t.body.size();
   return t.encoded_bytes;
 }
@@ -142,7 +142,8 @@ void pool_impl::dispatch_locked() {
     worker_slot* best = nullptr;
     const std::size_t size = pending_.front().wire_size();
     for (auto& s : slots_) {
-      if (!s->accepting || s->taken_back != 0 || s->in_flight.size() >= depth) continue;
+      if (!s->accepting || s->retiring || s->taken_back != 0) continue;
+      if (s->in_flight.size() >= (s->ledger_refused ? 1 : depth)) continue;
       if (!s->in_flight.empty() && s->in_flight_bytes + size > s->budget) continue;
       if (best == nullptr || s->in_flight.size() < best->in_flight.size()) best = s.get();
     }
@@ -174,11 +175,13 @@ void pool_impl::send_task_locked(worker_slot& slot, task t) {
     return;
   }
   t.number = ++slot.tasks_sent;
+  for (auto& ticket : t.tickets)
+    ticket->delivered_to(slot.stamp);
   slot.in_flight_bytes += t.wire_size();
   slot.in_flight.push_back(std::move(t));
   slot.in_flight_count.store(slot.in_flight.size(), std::memory_order_relaxed);
-  if (options_.maxtasksperchild != 0 && slot.tasks_sent >= options_.maxtasksperchild) {
-    append_stop_locked(slot);
+  if (options_.maxtasksperchild != 0 && ++slot.tasks_kept >= options_.maxtasksperchild) {
+    slot.retiring = true;  // its stop frame goes once it has answered them (route())
   }
 }
 

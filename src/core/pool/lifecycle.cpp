@@ -152,9 +152,11 @@ bool pool_impl::owned_by_this_process() const noexcept {
   return creator_ == os::current_pid();
 }
 
-/// Joins the supervisors, once, whichever threads ask. Never called on a supervisor (a
-/// callback that joins or terminates its pool leaves the joining to the pool's owner or to
-/// ~pool_impl), so the lock is never held by a thread another joiner waits for.
+/// Joins the supervisors and the rebalancer, once, whichever threads ask, then lets go of the
+/// claim ledger (no worker is left). join() and terminate() never call it on one of the
+/// pool's own threads (a callback that joins or terminates its pool leaves the joining to the
+/// pool's owner or to ~pool_impl, which detaches the thread it runs on first), so the lock is
+/// never held by a thread another joiner waits for.
 void pool_impl::join_threads() {
   std::lock_guard<std::mutex> lock(threads_mutex_);
   for (auto& s : slots_) {

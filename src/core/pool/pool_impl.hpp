@@ -27,6 +27,7 @@
 #include "../../os/channel.hpp"
 #include "../../os/child.hpp"
 #include "../../os/shared_block.hpp"
+#include "../protocol/call.hpp"
 #include "../protocol/frame.hpp"
 #include "../protocol/ledger.hpp"
 #include "../protocol/result.hpp"
@@ -37,6 +38,11 @@ namespace multiproc::detail {
 
 /// One submitted call (a task, or one chunk of a map), from submission until its outcome.
 struct task {
+  /// Tells the tickets of what its arguments carry that the task is back in the queue.
+  void returned() {
+    for (auto& t : tickets)
+      t->returned();
+  }
   std::uint64_t id = 0;
   std::uint64_t number = 0;  ///< its place among the tasks sent to its worker (ledger.hpp)
   std::shared_ptr<result_state> state;
@@ -46,6 +52,7 @@ struct task {
   std::size_t block_size = 0;
   std::size_t encoded_bytes = 0;  ///< body or block: what waits in memory until a worker has it
   handle_list handles;            ///< what its arguments carry: sent with it, kept until it ends
+  ticket_list tickets;            ///< theirs (see travel_ticket): the task counts while it lives
   std::size_t wire_size() const { return task_wire_size(body.size(), static_cast<bool>(block)); }
 };
 
@@ -72,12 +79,19 @@ struct worker_slot {
   std::optional<claim_word> ledger;
   /// Where its word is in the pool's ledger block: fixed at the pool's start.
   std::size_t ledger_offset = 0;
+  /// Its word could not be passed to it: it holds one task at a time until replaced.
+  bool ledger_refused = false;
+  /// Tasks it holds toward maxtasksperchild (sent, less those taken back); reaching the limit
+  /// it takes no more, and gets its stop frame once it has answered them all.
+  std::size_t tasks_kept = 0;
+  bool retiring = false;
   /// Tasks taken back (rebalance.cpp) whose frames the worker has yet to answer with skipped;
   /// while there are some, the worker is held: it gets nothing new.
   std::size_t taken_back = 0;
   bool ready_seen = false;
-  int failed_starts = 0;  ///< starts in a row that never became ready
-  std::string outbox;     ///< frames to write at the next flush
+  int failed_starts = 0;    ///< starts in a row that never became ready
+  os::process_stamp stamp;  ///< the worker's, for the tickets of tasks delivered to it
+  std::string outbox;       ///< frames to write at the next flush
   /// POSIX: descriptors the outbox's frames carry, written with it (their tasks keep them open).
   std::vector<os::native_handle> outbox_attached;
   std::thread thread;  ///< its supervisor

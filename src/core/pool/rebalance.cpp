@@ -103,6 +103,7 @@ void pool_impl::take_back_locked(worker_slot& slot) {
     slot.in_flight.pop_back();
     slot.in_flight_bytes -= t.wire_size();
     t.state->waiting_bytes += t.encoded_bytes;
+    t.returned();
     taken.push_back(std::move(t));
   }
   slot.in_flight_count.store(slot.in_flight.size(), std::memory_order_relaxed);
@@ -110,6 +111,8 @@ void pool_impl::take_back_locked(worker_slot& slot) {
   for (auto& t : taken)
     pending_.push_front(std::move(t));
   slot.taken_back = taken.size();
+  slot.tasks_kept -= std::min(slot.tasks_kept, taken.size());
+  if (slot.tasks_kept < options_.maxtasksperchild) slot.retiring = false;
   // It claimed them all meanwhile: nothing to wait for.
   if (slot.taken_back == 0) slot.ledger->release();
 }
@@ -119,17 +122,23 @@ void pool_impl::take_back_locked(worker_slot& slot) {
 /// task. The pool's ledger block is made on first use. False if there can be none here: then
 /// every worker holds one task at a time.
 bool pool_impl::give_ledger_locked(worker_slot& slot) {
-  if (ledger_unavailable_) return false;
+  if (ledger_unavailable_ || slot.ledger_refused) return false;
   try {
     if (!ledger_) ledger_ = os::shared_block::create(slots_.size() * ledger_stride);
+  } catch (const std::exception&) {
+    ledger_unavailable_ = true;  // no shared memory here: one task per worker, for good
+    return false;
+  }
+  try {
+    const std::uint64_t token = ledger_.export_to_child(slot.child);
     claim_word word(ledger_.data() + slot.ledger_offset);
     word.start_at(slot.tasks_sent);
-    append_ledger(slot.outbox,
-                  {ledger_.export_to_child(slot.child), ledger_.size(), slot.ledger_offset});
+    append_ledger(slot.outbox, {token, ledger_.size(), slot.ledger_offset});
     slot.ledger = word;
     return true;
   } catch (const std::exception&) {
-    ledger_unavailable_ = true;
+    // This worker only (it may have just died): one task at a time until it is replaced.
+    slot.ledger_refused = true;
     return false;
   }
 }

@@ -4,6 +4,7 @@
 
 #include <multiproc/errors.hpp>
 
+#include "../../os/sync.hpp"
 #include "../launcher.hpp"
 #include "../protocol/control.hpp"
 #include "../protocol/ledger.hpp"
@@ -62,8 +63,12 @@ void pool_impl::start_worker(worker_slot& slot, std::unique_lock<std::mutex>& lo
     return;
   }
   slot.child = std::move(started.child);
+  slot.stamp = os::stamp_of(slot.child);
   slot.channel = std::move(started.channel);
   slot.tasks_sent = 0;
+  slot.tasks_kept = 0;
+  slot.retiring = false;
+  slot.ledger_refused = false;
   slot.taken_back = 0;
   slot.ledger.reset();  // a new worker gets its word when it first holds two tasks
   slot.ready_seen = false;
@@ -121,8 +126,16 @@ void pool_impl::read_results(worker_slot& slot) {
           elapsed.push_back(header.elapsed_us);
           break;
         case frame_kind::skipped: {
-          std::lock_guard<std::mutex> guard(mutex_);
+          std::unique_lock<std::mutex> guard(mutex_);
           skipped_locked(slot);
+          settle_deferred(guard);
+          break;
+        }
+        case frame_kind::ledger_refused: {
+          // It exits having started nothing after the ledger frame; no worker gets a claim
+          // word from now on, so none holds more than one task (no churn of workers).
+          std::lock_guard<std::mutex> guard(mutex_);
+          ledger_unavailable_ = true;
           break;
         }
         case frame_kind::initializer_failed: {
@@ -164,6 +177,8 @@ void pool_impl::route(worker_slot& slot, std::vector<settlement>& batch,
       ready.push_back(std::move(batch[i]));
     }
     slot.in_flight_count.store(slot.in_flight.size(), std::memory_order_relaxed);
+    // maxtasksperchild: it has answered every task it kept; now it may stop.
+    if (slot.retiring && slot.accepting && slot.in_flight.empty()) append_stop_locked(slot);
     if (!releases.empty()) {
       slot.outbox += releases;
       releases.clear();
@@ -196,19 +211,23 @@ void pool_impl::finish_worker(worker_slot& slot, std::unique_lock<std::mutex>& l
   const int code = slot.child.exit_code().value_or(-1);
   slot.taken_back = 0;
   if (!slot.in_flight.empty()) {
-    // The first task it had not answered was running, if it had claimed it (without a ledger:
-    // if it had said it was ready): it is lost. Those behind it had not started: they go to
-    // another worker, so nothing runs twice and nothing is lost.
-    const bool started = slot.ledger ? slot.in_flight.front().number <= slot.ledger->last_claimed()
-                                     : slot.ready_seen;
+    // The first task it had not answered was running if the worker had said it was ready
+    // (before that it was still in its initializer) and, where it has a claim word, had
+    // claimed it: it is lost. Those behind it had not started: they go to another worker, so
+    // nothing runs twice and nothing is lost. (The word starts at the tasks sent before it was
+    // given, which a worker that died in its initializer never ran.)
+    const bool started = slot.ready_seen && (!slot.ledger || slot.in_flight.front().number <=
+                                                                 slot.ledger->last_claimed());
     if (started) {
       task lost = std::move(slot.in_flight.front());
       slot.in_flight.pop_front();
+      lost.returned();
       fail_later_locked(std::move(lost),
                         std::make_exception_ptr(worker_lost(slot.child.pid(), code)));
     }
     for (auto it = slot.in_flight.rbegin(); it != slot.in_flight.rend(); ++it) {
       it->state->waiting_bytes += it->encoded_bytes;
+      it->returned();
       pending_.push_front(std::move(*it));
     }
     slot.in_flight.clear();

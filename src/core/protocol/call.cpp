@@ -64,30 +64,32 @@ namespace {
 /// The call being encoded or decoded on this thread, if any (nested encodings, e.g. a
 /// serialize() that submits work, save and restore them).
 thread_local handle_list* outgoing = nullptr;
+thread_local ticket_list* outgoing_tickets = nullptr;
 thread_local handle_list* incoming = nullptr;
 
+template <class List>
 class travelling_with {
  public:
-  travelling_with(handle_list*& slot, handle_list* list) : slot_(slot), saved_(slot) {
-    slot = list;
-  }
+  travelling_with(List*& slot, List* list) : slot_(slot), saved_(slot) { slot = list; }
   ~travelling_with() { slot_ = saved_; }
   travelling_with(const travelling_with&) = delete;
   travelling_with& operator=(const travelling_with&) = delete;
 
  private:
-  handle_list*& slot_;
-  handle_list* saved_;
+  List*& slot_;
+  List* saved_;
 };
+
+[[noreturn]] void refuse_travel() {
+  throw serialization_error(
+      serialization_error::phase::encode_arguments,
+      "a queue, pipe or shared object travels only as an argument of mp::process, of a pool "
+      "task or of a pool initializer, not inside a queue or pipe nor as a task's result");
+}
 }  // namespace
 
 std::uint32_t travel_out(os::native_handle handle) {
-  if (outgoing == nullptr) {
-    throw serialization_error(
-        serialization_error::phase::encode_arguments,
-        "a queue, pipe or shared object travels only as an argument of mp::process, of a pool "
-        "task or of a pool initializer, not inside a queue or pipe nor as a task's result");
-  }
+  if (outgoing == nullptr) refuse_travel();
   try {
     outgoing->push_back(os::duplicate_handle(handle, os::handle_kind::travelling));
   } catch (const std::system_error& e) {
@@ -95,6 +97,11 @@ std::uint32_t travel_out(os::native_handle handle) {
                               std::string("could not copy a handle for the call: ") + e.what());
   }
   return static_cast<std::uint32_t>(outgoing->size() - 1);
+}
+
+void travel_ticket_out(std::unique_ptr<travel_ticket> ticket) {
+  if (outgoing_tickets == nullptr) refuse_travel();
+  outgoing_tickets->push_back(std::move(ticket));
 }
 
 os::owned_handle travel_in(std::uint32_t index) {
@@ -122,8 +129,12 @@ void append_code(std::string& out, const void* address) {
 
 void encode_call_body(const call_spec& call, std::string& out, std::size_t body_start,
                       bool allow_block, os::shared_block& block, std::size_t& block_size,
-                      handle_list* handles) {
+                      handle_list* handles, ticket_list* tickets) {
+  // A call that carries handles carries their tickets too.
+  ticket_list unused;
   const travelling_with collecting(outgoing, handles);
+  const travelling_with collecting_tickets(
+      outgoing_tickets, handles == nullptr ? nullptr : (tickets != nullptr ? tickets : &unused));
   append_code(out, reinterpret_cast<const void*>(call.invoker));
   append_code(out, reinterpret_cast<const void*>(call.target));
   output_lease lease;
@@ -146,12 +157,15 @@ std::shared_ptr<const encoded_call> encode_call(const call_spec& call) {
   auto encoded = std::make_shared<encoded_call>();
   os::shared_block unused;
   std::size_t unused_size = 0;
-  encode_call_body(call, encoded->bytes, 0, false, unused, unused_size, &encoded->handles);
+  encode_call_body(call, encoded->bytes, 0, false, unused, unused_size, &encoded->handles,
+                   &encoded->tickets);
   return encoded;
 }
 
 // ---- running ------------------------------------------------------------------------------------
 
+namespace {
+/// The demangled type of the exception being handled, e.g. "std::runtime_error".
 std::string current_exception_type() {
 #if defined(MULTIPROC_HAVE_CXXABI)
   const std::type_info* type = abi::__cxa_current_exception_type();
@@ -176,6 +190,7 @@ std::string current_exception_type() {
 #endif
 }
 
+/// The what() of the exception being handled (empty if it is not a std::exception).
 std::string current_exception_message() {
   try {
     throw;
@@ -185,6 +200,8 @@ std::string current_exception_message() {
     return std::string();
   }
 }
+
+}  // namespace
 
 task_outcome run_call_body(const char* body, std::size_t size, std::string* result_out,
                            std::size_t result_start, bool allow_block,
@@ -217,6 +234,10 @@ task_outcome run_call_body(const char* body, std::size_t size, std::string* resu
     return outcome;
   }
   const travelling_with providing(incoming, handles);
+  // What the target encodes (a call it starts itself) collects its own handles; its result
+  // may carry none.
+  const travelling_with no_handles_out(outgoing, static_cast<handle_list*>(nullptr));
+  const travelling_with no_tickets_out(outgoing_tickets, static_cast<ticket_list*>(nullptr));
   std::istream& arguments = memory_input(reader.position(), reader.remaining(), consumed_arguments);
   output_lease lease;
   std::ostream* result = nullptr;

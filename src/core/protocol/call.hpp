@@ -10,16 +10,36 @@
 
 #include <multiproc/detail/call.hpp>
 
+#include <memory>
+#include <vector>
+
 #include "../../os/shared_block.hpp"
+#include "../../os/sync.hpp"
 #include "frame.hpp"
 
 namespace multiproc::detail {
 
-/// A call encoded to run later (a process's target, a pool's initializer): its bytes, and the
-/// handles its arguments carry (copies this encoding owns).
+/// Something a travelling object leaves with a call besides its handles: it lives as long as
+/// the call (the encoded call, or the pool task), and hears where the call goes. A queue uses
+/// it to count the call's receiver as a holder before the receiver could count itself (see
+/// src/core/shared/queue.cpp).
+class travel_ticket {
+ public:
+  virtual ~travel_ticket() = default;
+  /// The call reached `receiver` (a started mp::process, or the worker a task was sent to).
+  virtual void delivered_to(const os::process_stamp& receiver) = 0;
+  /// The receiver will not open it after all (a task taken back, or whose worker died): the
+  /// call waits again.
+  virtual void returned() = 0;
+};
+using ticket_list = std::vector<std::unique_ptr<travel_ticket>>;
+
+/// A call encoded to run later (a process's target, a pool's initializer): its bytes, the
+/// handles its arguments carry (copies this encoding owns), and their tickets.
 struct encoded_call {
   std::string bytes;
   handle_list handles;
+  ticket_list tickets;
 };
 
 /// Appends the code references and arguments of `call` to `out`. If `allow_block` and the
@@ -29,13 +49,16 @@ struct encoded_call {
 /// argument is refused. Throws serialization_error.
 void encode_call_body(const call_spec& call, std::string& out, std::size_t body_start,
                       bool allow_block, os::shared_block& block, std::size_t& block_size,
-                      handle_list* handles);
+                      handle_list* handles, ticket_list* tickets = nullptr);
 
 /// While a call's arguments are encoded: a travelling object's handle joins the call (as a
 /// copy); returns the index its bytes name it by. Throws serialization_error when nothing is
 /// being encoded for another process (the object was put in a queue or pipe, or returned as a
 /// task's result).
 std::uint32_t travel_out(os::native_handle handle);
+/// While a call's arguments are encoded: leaves `ticket` with the call. Throws
+/// serialization_error when nothing is being encoded for another process.
+void travel_ticket_out(std::unique_ptr<travel_ticket> ticket);
 /// While a call's arguments are decoded: takes the handle they name as `index`. Throws
 /// serialization_error if there is none.
 os::owned_handle travel_in(std::uint32_t index);
@@ -69,10 +92,5 @@ task_outcome run_call_body(const char* body, std::size_t size, std::string* resu
                            std::size_t result_start, bool allow_block,
                            os::shared_block* result_block, std::size_t* result_block_size,
                            handle_list* handles, os::shared_block* consumed_arguments = nullptr);
-
-/// The demangled type of the exception being handled, e.g. "std::runtime_error".
-std::string current_exception_type();
-/// The what() of the exception being handled (empty if it is not a std::exception).
-std::string current_exception_message();
 
 }  // namespace multiproc::detail

@@ -5,6 +5,8 @@
 #include <streambuf>
 
 #include <multiproc/config.hpp>
+#include <multiproc/detail/message.hpp>
+#include <multiproc/errors.hpp>
 
 namespace multiproc::detail {
 
@@ -174,6 +176,33 @@ std::ostream& output_lease::open(std::string* out, std::size_t start, bool allow
   slot_->buffer.reset(out, start, allow_block, block, block_size);
   slot_->stream.clear();
   return slot_->stream;
+}
+
+void encode_message(std::string& out, void (*write)(std::ostream&, const void*),
+                    const void* value) {
+  out.clear();
+  output_lease lease;
+  std::ostream& stream = lease.open(&out, 0);
+  try {
+    write(stream, value);
+  } catch (const error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw serialization_error(serialization_error::phase::encode_message, e.what());
+  }
+  if (!stream) {
+    throw serialization_error(serialization_error::phase::encode_message, "stream failure");
+  }
+}
+
+void decode_message(const std::string& in, void (*read)(std::istream&, void*), void* value) {
+  try {
+    read(memory_input(in.data(), in.size()), value);
+  } catch (const error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw serialization_error(serialization_error::phase::decode_message, e.what());
+  }
 }
 
 }  // namespace multiproc::detail

@@ -1,7 +1,8 @@
 // Framing: every message between a parent and its child is one frame, a fixed header and a
-// body. This file knows headers and bodies as bytes; what a body means belongs to its message
-// family (hello.hpp, task.hpp, result.hpp, control.hpp), each with its writer and its reader
-// side by side. To add a message: add its kind here, then a family file like control.hpp.
+// body (its last part: the tokens of the handles it carries). This file knows headers and
+// bodies as bytes; what a body means belongs to its message family (hello.hpp, task.hpp,
+// result.hpp, control.hpp, ledger.hpp), each with its writer and its reader side by side. To
+// add a message: add its kind here, then a family file like control.hpp.
 #pragma once
 
 #include <cstddef>
@@ -24,12 +25,14 @@ enum class frame_kind : std::uint8_t {
   release = 4,      ///< result.hpp: the parent has mapped the result block with this id
   stop = 5,         ///< control.hpp: finish and exit
   run_once = 6,     ///< task.hpp: mp::process: run this call, then exit
-  ledger = 7,       ///< ledger.hpp: where the worker's claim word is (before its first task)
+  ledger = 7,       ///< ledger.hpp: where the worker's claim word is (before the second task
+                    ///< it holds)
   // child -> parent
   ready = 10,               ///< control.hpp: the initializer ran; tasks may come
   result = 11,              ///< result.hpp: the outcome of one task
   initializer_failed = 12,  ///< control.hpp: why the initializer failed
   skipped = 13,             ///< ledger.hpp: a task the pool took back, not run here
+  ledger_refused = 14,      ///< ledger.hpp: the worker could not map its claim word; it exits
 };
 
 enum frame_flags : std::uint8_t {

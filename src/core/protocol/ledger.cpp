@@ -63,4 +63,8 @@ void append_skipped(std::string& out, std::uint64_t id) {
   end_frame(out, begin_frame(out, frame_kind::skipped, id));
 }
 
+void append_ledger_refused(std::string& out) {
+  end_frame(out, begin_frame(out, frame_kind::ledger_refused, 0));
+}
+
 }  // namespace multiproc::detail

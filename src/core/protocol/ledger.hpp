@@ -68,5 +68,8 @@ ledger_location read_ledger(const frame_header& header, const char* body);
 
 /// Appends the answer to a task that was taken back: its id, nothing else.
 void append_skipped(std::string& out, std::uint64_t id);
+/// Appends the worker's answer to a ledger frame it could not act on (it exits after it,
+/// having started nothing more): the pool then gives no worker a second task at a time.
+void append_ledger_refused(std::string& out);
 
 }  // namespace multiproc::detail

@@ -1,0 +1,312 @@
+// mp::queue, mp::simple_queue and mp::joinable_queue, the library side: one message ring in
+// a shared object. End of stream for get(): the queue is empty and no other process could
+// still put (holder_table in message_ring.hpp). A process counts from the moment the queue is
+// handed to it until it closes or drops it or ends -- or, if it never put anything, until it
+// first takes from it (a consumer, which must not keep other consumers waiting). So that no
+// process is ever missed -- one just started with the queue as an argument that has not
+// opened it yet -- the sender counts the receiver itself: every call that carries the queue
+// reserves a count while it waits, which passes to its receiver on delivery (before
+// start() returns, or when the pool sends the task) and comes back if the call does.
+#include <multiproc/queue.hpp>
+
+#include <memory>
+#include <mutex>
+
+#include "../../os/sync.hpp"
+#include "../protocol/call.hpp"
+#include "message_ring.hpp"
+#include "shared_object.hpp"
+
+namespace multiproc::detail {
+
+namespace {
+/// Bytes of messages a queue can hold: virtual memory only until used (and given back as
+/// read), so the bound only matters to a producer far ahead of its consumers.
+constexpr std::size_t queue_capacity = sizeof(void*) >= 8 ? std::size_t{1} << 30 : 64u << 20;
+constexpr std::size_t ring_header_at = 0;
+constexpr std::size_t ring_data_at = 16384;  // after the ring header and its holder table
+static_assert(sizeof(ring_header) <= ring_data_at);
+/// A wait for a holder that may have died without a word wakes this often to look.
+constexpr std::chrono::milliseconds liveness_slice{100};
+
+using clock = std::chrono::steady_clock;
+
+/// Time left until `deadline` (nullopt: none), for one wait of at most `slice`.
+std::optional<std::chrono::nanoseconds> next_wait(std::optional<clock::time_point> deadline,
+                                                  std::chrono::nanoseconds slice) {
+  if (!deadline) return slice;
+  return std::min<std::chrono::nanoseconds>(slice, *deadline - clock::now());
+}
+}  // namespace
+
+class queue_core : public std::enable_shared_from_this<queue_core> {
+ public:
+  explicit queue_core(std::size_t maxsize) : maxsize_(maxsize) {}
+  /// A queue that arrived as an argument: this process holds it now, taking over the count
+  /// its sender made for it.
+  explicit queue_core(shared_object object) : object_(std::move(object)) {
+    ring_.emplace(*object_, ring_header_at, ring_data_at);
+    shared_lock lock(*object_);
+    const os::process_stamp self = os::this_process_stamp();
+    ring_->header().holders.add(self, true);
+    holder_ = self;
+    counting_ = true;
+  }
+  ~queue_core() {
+    if (!object_) return;
+    try {
+      shared_lock lock(*object_);
+      stop_holding_locked();
+      object_->sync().wake_all();
+    } catch (...) {
+    }
+  }
+
+  bool put(std::uint64_t fingerprint, const std::string& bytes,
+           std::optional<std::chrono::nanoseconds> timeout) {
+    ensure_created();
+    shared_lock lock(*object_);
+    check_open_locked();
+    hold_if_forked_locked();
+    count_as_producer_locked();
+    if (!ring_->could_hold(bytes.size())) {
+      throw serialization_error(serialization_error::phase::encode_message,
+                                "an item of " + std::to_string(bytes.size()) +
+                                    " bytes is larger than a queue holds (" +
+                                    std::to_string(queue_capacity) + " bytes)");
+    }
+    const auto deadline = deadline_of(timeout);
+    while (!ring_->has_room(bytes.size())) {
+      if (expired(deadline)) return false;
+      lock.wait(next_wait(deadline, std::chrono::hours(1)));
+      check_open_locked();
+    }
+    ring_->push(fingerprint, bytes.data(), bytes.size());
+    ++ring_->header().unfinished;
+    object_->sync().wake_all();
+    return true;
+  }
+
+  /// False on timeout; throws closed_error at end of stream, serialization_error on a message
+  /// of another type (which is taken out: it can never be read as this one).
+  bool get(std::uint64_t fingerprint, std::string& out,
+           std::optional<std::chrono::nanoseconds> timeout) {
+    ensure_created();
+    shared_lock lock(*object_);
+    check_open_locked();
+    hold_if_forked_locked();
+    if (!has_put_) stop_holding_locked();  // a consumer: it keeps no other consumer waiting
+    const auto deadline = deadline_of(timeout);
+    bool look_for_dead_holders = false;
+    while (ring_->empty()) {
+      // A queue never handed to another process has no other side to end: it just waits.
+      if (ring_->header().shared != 0 &&
+          !ring_->header().holders.others_hold(os::this_process_stamp(), look_for_dead_holders)) {
+        throw closed_error("queue: empty, and no other process holds it any more");
+      }
+      if (expired(deadline)) return false;
+      // A holder that dies wakes nobody: after a slice asleep, look whether one did.
+      const auto before = clock::now();
+      lock.wait(next_wait(deadline, liveness_slice));
+      look_for_dead_holders = clock::now() - before >= liveness_slice;
+      check_open_locked();
+    }
+    const std::uint64_t sent_as = ring_->pop(out);
+    object_->sync().wake_all();  // a producer may wait for room
+    if (sent_as != fingerprint) {
+      throw serialization_error(
+          serialization_error::phase::decode_message,
+          sent_as == bytes_fingerprint
+              ? "the item was put as raw bytes, not as this queue's type"
+              : "the item was put as another type than this queue's (type fingerprints differ)");
+    }
+    return true;
+  }
+
+  std::size_t size() {
+    ensure_created();
+    shared_lock lock(*object_);
+    return static_cast<std::size_t>(ring_->header().items);
+  }
+  bool full() {
+    ensure_created();
+    shared_lock lock(*object_);
+    const auto& header = ring_->header();
+    return header.maxsize != 0 && header.items >= header.maxsize;
+  }
+
+  void close() {
+    ensure_created();
+    shared_lock lock(*object_);
+    if (closed_) return;
+    closed_ = true;
+    stop_holding_locked();
+    object_->sync().wake_all();  // consumers elsewhere may now see the end of the stream
+  }
+
+  void task_done() {
+    ensure_created();
+    shared_lock lock(*object_);
+    auto& header = ring_->header();
+    if (header.unfinished <= header.items) {
+      throw state_error("joinable_queue::task_done: called more times than items were taken");
+    }
+    if (--header.unfinished == 0) object_->sync().wake_all();
+  }
+
+  bool join(std::optional<std::chrono::nanoseconds> timeout) {
+    ensure_created();
+    shared_lock lock(*object_);
+    const auto deadline = deadline_of(timeout);
+    while (ring_->header().unfinished != 0) {
+      if (expired(deadline)) return false;
+      lock.wait(next_wait(deadline, std::chrono::hours(1)));
+    }
+    return true;
+  }
+
+  /// Into a call being encoded: the handles, and a ticket that counts the call as holding
+  /// the queue while it lives and its receiver once it is delivered.
+  std::string export_for_travel() {
+    ensure_created();
+    std::string exported = object_->export_for_travel();
+    travel_ticket_out(std::make_unique<ticket>(shared_from_this()));
+    return exported;
+  }
+
+ private:
+  class ticket : public travel_ticket {
+   public:
+    explicit ticket(std::shared_ptr<queue_core> queue)
+        : queue_(std::move(queue)), exporter_(os::this_process_stamp()) {
+      shared_lock lock(*queue_->object_);
+      queue_->ring_->header().shared = 1;
+      queue_->ring_->header().holders.reserve(exporter_, +1);
+    }
+    ~ticket() override {
+      // Only in the process that made it (a copy inherited through mp::fork() is not).
+      if (receiver_ || !(os::this_process_stamp() == exporter_)) return;
+      try {
+        shared_lock lock(*queue_->object_);
+        queue_->ring_->header().holders.reserve(exporter_, -1);
+        queue_->object_->sync().wake_all();
+      } catch (...) {
+      }
+    }
+    void delivered_to(const os::process_stamp& receiver) override {
+      if (receiver_) return;
+      shared_lock lock(*queue_->object_);
+      auto& holders = queue_->ring_->header().holders;
+      holders.deliver(receiver);
+      holders.reserve(exporter_, -1);
+      receiver_ = receiver;
+    }
+    void returned() override {
+      if (!receiver_) return;
+      shared_lock lock(*queue_->object_);
+      auto& holders = queue_->ring_->header().holders;
+      holders.reserve(exporter_, +1);
+      holders.undeliver(*receiver_);
+      receiver_.reset();
+    }
+
+   private:
+    std::shared_ptr<queue_core> queue_;
+    os::process_stamp exporter_;
+    /// Where the call went, once delivered: the count is the receiver's then, not the call's.
+    std::optional<os::process_stamp> receiver_;
+  };
+
+  void ensure_created() {
+    std::call_once(created_, [&] {
+      if (object_) return;  // imported
+      object_ = shared_object::create(shared_object::kind::queue, ring_data_at + queue_capacity,
+                                      true);
+      ring_.emplace(*object_, ring_header_at, ring_data_at);
+      ring_->initialise(queue_capacity, maxsize_);
+      const os::process_stamp self = os::this_process_stamp();
+      ring_->header().holders.add(self, false);
+      holder_ = self;
+      counting_ = true;
+    });
+  }
+
+  void check_open_locked() const {
+    if (closed_) throw closed_error("queue: used after close()");
+  }
+
+  /// A copy inherited through mp::fork() belongs to a new process, which has put nothing yet
+  /// and counts only once it does.
+  void hold_if_forked_locked() {
+    const os::process_stamp self = os::this_process_stamp();
+    if (holder_ && *holder_ == self) return;
+    holder_ = self;
+    counting_ = false;
+    has_put_ = false;
+  }
+  void count_as_producer_locked() {
+    has_put_ = true;
+    if (counting_) return;
+    ring_->header().holders.add(*holder_, false);
+    counting_ = true;
+  }
+  void stop_holding_locked() {
+    if (!counting_ || !holder_ || !(*holder_ == os::this_process_stamp())) return;
+    ring_->header().holders.remove(*holder_);
+    counting_ = false;
+  }
+
+  static std::optional<clock::time_point> deadline_of(std::optional<std::chrono::nanoseconds> t) {
+    if (!t) return std::nullopt;
+    return clock::now() + *t;
+  }
+  static bool expired(std::optional<clock::time_point> deadline) {
+    return deadline && clock::now() >= *deadline;
+  }
+
+  std::size_t maxsize_ = 0;
+  std::once_flag created_;
+  std::optional<shared_object> object_;
+  std::optional<message_ring> ring_;
+  /// The process this object counts for (the one it was made or opened in), whether it
+  /// counts now, and whether it ever put.
+  std::optional<os::process_stamp> holder_;
+  bool counting_ = false;
+  bool has_put_ = false;
+  bool closed_ = false;
+};
+
+std::shared_ptr<queue_core> make_queue(std::size_t maxsize) {
+  return std::make_shared<queue_core>(maxsize);
+}
+bool queue_put(queue_core& q, std::uint64_t fingerprint, const std::string& bytes,
+               std::optional<std::chrono::nanoseconds> timeout) {
+  return q.put(fingerprint, bytes, timeout);
+}
+bool queue_get(queue_core& q, std::uint64_t fingerprint, std::string& out,
+               std::optional<std::chrono::nanoseconds> timeout) {
+  return q.get(fingerprint, out, timeout);
+}
+std::size_t queue_size(queue_core& q) {
+  return q.size();
+}
+bool queue_full(queue_core& q) {
+  return q.full();
+}
+void queue_close(queue_core& q) {
+  q.close();
+}
+void queue_task_done(queue_core& q) {
+  q.task_done();
+}
+bool queue_join(queue_core& q, std::optional<std::chrono::nanoseconds> timeout) {
+  return q.join(timeout);
+}
+std::string queue_export(queue_core& q) {
+  return q.export_for_travel();
+}
+std::shared_ptr<queue_core> queue_import(const std::string& exported) {
+  return std::make_shared<queue_core>(shared_object::import(shared_object::kind::queue, exported));
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,87 @@
+// The backend seam, part 9: synchronisation between processes, under every shared object
+// (queues, pipes, locks, events, barriers...). Twins: src/posix/sync.cpp (with sync_linux.cpp)
+// and src/win32/sync.cpp.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "handle.hpp"
+
+namespace multiproc::detail::os {
+
+/// Names a process for as long as it runs, pid reuse included: its id and its start time.
+struct process_stamp {
+  std::int64_t pid = 0;
+  std::uint64_t started = 0;
+  bool operator==(const process_stamp&) const = default;
+};
+/// The calling process's stamp.
+process_stamp this_process_stamp() noexcept;
+class child;
+/// The stamp of a child this process started.
+process_stamp stamp_of(const child& started) noexcept;
+/// False once the process `stamp` names has ended (or its pid belongs to another process).
+/// A process this one may not inspect counts as running.
+bool still_running(const process_stamp& stamp) noexcept;
+
+/// Holders of something, counted by the kernel: every holder keeps a copy of `hold`; whoever
+/// keeps `watch` can tell when no copy of `hold` is left in any process, however the holders
+/// ended (a pipe: `hold` is its write end, `watch` its read end). Both are travelling handles.
+struct holder_count {
+  owned_handle watch;
+  owned_handle hold;
+};
+/// Throws std::system_error.
+holder_count make_holder_count();
+/// True once every copy of the `hold` handle matching `watch` is closed, in every process.
+/// Never blocks.
+bool holders_gone(native_handle watch) noexcept;
+
+/// A lock and a wake-up in memory processes share: the lock tells the next holder when the last
+/// one died holding it; wait() sleeps until wake_all() (or a timeout, or spuriously: callers
+/// loop on their condition). Its state lives in `memory_size` bytes of shared memory; on
+/// Windows it also has kernel objects, which travel as handles().
+///   Linux: a robust, process-shared pthread mutex and a futex word.
+///   Windows: an unnamed mutex (WAIT_ABANDONED when its owner died) and a semaphore.
+class shared_sync {
+ public:
+  static constexpr std::size_t memory_size = 128;
+
+  /// Sets the state up in `memory` (zeroed, memory_size bytes, shared) and makes its kernel
+  /// objects. Throws std::system_error.
+  static shared_sync create(void* memory);
+  /// The same object in a process that mapped its memory and received its handles().
+  static shared_sync adopt(void* memory, std::vector<owned_handle> handles);
+
+  shared_sync() = default;
+  shared_sync(shared_sync&&) noexcept = default;
+  shared_sync& operator=(shared_sync&&) noexcept = default;
+
+  /// What must travel with the memory (Windows: the mutex and the semaphore; POSIX: none).
+  const std::vector<owned_handle>& handles() const noexcept { return handles_; }
+
+  enum class outcome {
+    acquired,             ///< the lock is held now
+    acquired_owner_died,  ///< held now; its last holder died holding it (state may be half-done)
+    timed_out,            ///< not held
+  };
+  /// Takes the lock, waiting at most `timeout` (nullopt: no limit). Throws std::system_error.
+  outcome lock(std::optional<std::chrono::nanoseconds> timeout);
+  /// Releases the lock (held by this thread).
+  void unlock() noexcept;
+  /// With the lock held: releases it, sleeps until wake_all() or `timeout` (or spuriously), and
+  /// takes it again (the outcome of that). Throws std::system_error.
+  outcome wait(std::optional<std::chrono::nanoseconds> timeout);
+  /// With the lock held: wakes every process waiting in wait().
+  void wake_all() noexcept;
+
+ private:
+  void* memory_ = nullptr;
+  std::vector<owned_handle> handles_;
+};
+
+}  // namespace multiproc::detail::os

@@ -1,0 +1,55 @@
+// Process stamps on POSIX (see src/os/sync.hpp): the pid and, where the platform tells, the
+// start time, so a pid the kernel has handed to a new process is not taken for the old one.
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+#include "../os/child.hpp"
+#include "../os/sync.hpp"
+#include "descriptors.hpp"
+#include "platform.hpp"
+
+namespace multiproc::detail::os {
+
+process_stamp this_process_stamp() noexcept {
+  // Read each time: a forked child is a new process with the same memory.
+  const long pid = static_cast<long>(::getpid());
+  return {pid, posix::platform::process_start_time(pid)};
+}
+
+process_stamp stamp_of(const child& started) noexcept {
+  return {started.pid(), posix::platform::process_start_time(started.pid())};
+}
+
+bool still_running(const process_stamp& stamp) noexcept {
+  if (::kill(static_cast<pid_t>(stamp.pid), 0) != 0 && errno == ESRCH) return false;
+  if (stamp.started == 0) return true;  // no start time here: the pid is all we have
+  const std::uint64_t now = posix::platform::process_start_time(static_cast<long>(stamp.pid));
+  return now == 0 || now == stamp.started;  // 0: gone between the two checks, or unreadable
+}
+
+holder_count make_holder_count() {
+  const posix::creating_descriptors guard;
+  int fds[2];
+  if (!posix::platform::make_cloexec_socketpair(SOCK_STREAM, fds)) {
+    throw std::system_error(errno, std::generic_category(), "multiproc: holder count");
+  }
+  // One direction only: `hold` never writes, `watch` sees end of stream once no `hold` is left.
+  ::shutdown(fds[0], SHUT_WR);
+  ::shutdown(fds[1], SHUT_RD);
+  for (int fd : fds)
+    posix::register_descriptor(fd, handle_kind::travelling);
+  return {owned_handle(fds[0], handle_kind::travelling),
+          owned_handle(fds[1], handle_kind::travelling)};
+}
+
+bool holders_gone(native_handle watch) noexcept {
+  pollfd p{static_cast<int>(watch), POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLIN)) != 0;
+}
+
+}  // namespace multiproc::detail::os

@@ -1,0 +1,128 @@
+// Synchronisation between processes on Linux (see src/os/sync.hpp): a robust, process-shared
+// pthread mutex (a holder's death is reported to the next one, EOWNERDEAD) and a futex word to
+// sleep on. Both live in the shared memory itself: nothing to pass but the memory.
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <new>
+#include <system_error>
+
+#include "../os/sync.hpp"
+
+namespace multiproc::detail::os {
+
+namespace {
+
+struct state {
+  pthread_mutex_t mutex;
+  /// Bumped by every wake_all(); sleepers wait on it with FUTEX_WAIT.
+  std::atomic<std::uint32_t> sequence;
+  /// Processes in wait(), counted under the mutex, so wake_all() makes the system call only
+  /// when someone sleeps.
+  std::atomic<std::uint32_t> sleepers;
+};
+static_assert(sizeof(state) <= shared_sync::memory_size);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
+state& state_at(void* memory) {
+  return *static_cast<state*>(memory);
+}
+
+timespec monotonic_after(std::chrono::nanoseconds timeout) {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  const auto total = std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec) +
+                     std::max(timeout, std::chrono::nanoseconds::zero());
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(total);
+  return {static_cast<time_t>(seconds.count()), static_cast<long>((total - seconds).count())};
+}
+
+timespec relative(std::chrono::nanoseconds timeout) {
+  timeout = std::max(timeout, std::chrono::nanoseconds::zero());
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(timeout);
+  return {static_cast<time_t>(seconds.count()), static_cast<long>((timeout - seconds).count())};
+}
+
+shared_sync::outcome interpret(int rc, pthread_mutex_t& mutex) {
+  switch (rc) {
+    case 0:
+      return shared_sync::outcome::acquired;
+    case EOWNERDEAD:
+      // The holder died inside its critical section: the lock is ours, and usable again once
+      // marked consistent; whoever holds it now decides what the half-done state means.
+      pthread_mutex_consistent(&mutex);
+      return shared_sync::outcome::acquired_owner_died;
+    case ETIMEDOUT:
+      return shared_sync::outcome::timed_out;
+    default:
+      throw std::system_error(rc, std::generic_category(), "multiproc: locking a shared object");
+  }
+}
+
+}  // namespace
+
+shared_sync shared_sync::create(void* memory) {
+  auto* s = new (memory) state;
+  pthread_mutexattr_t attributes;
+  pthread_mutexattr_init(&attributes);
+  pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
+  const int rc = pthread_mutex_init(&s->mutex, &attributes);
+  pthread_mutexattr_destroy(&attributes);
+  if (rc != 0) throw std::system_error(rc, std::generic_category(), "multiproc: shared lock");
+  s->sequence.store(0);
+  s->sleepers.store(0);
+  shared_sync made;
+  made.memory_ = memory;
+  return made;
+}
+
+shared_sync shared_sync::adopt(void* memory, std::vector<owned_handle> handles) {
+  shared_sync adopted;
+  adopted.memory_ = memory;
+  adopted.handles_ = std::move(handles);
+  return adopted;
+}
+
+shared_sync::outcome shared_sync::lock(std::optional<std::chrono::nanoseconds> timeout) {
+  auto& s = state_at(memory_);
+  if (!timeout) return interpret(pthread_mutex_lock(&s.mutex), s.mutex);
+  const timespec deadline = monotonic_after(*timeout);
+  return interpret(pthread_mutex_clocklock(&s.mutex, CLOCK_MONOTONIC, &deadline), s.mutex);
+}
+
+void shared_sync::unlock() noexcept {
+  pthread_mutex_unlock(&state_at(memory_).mutex);
+}
+
+shared_sync::outcome shared_sync::wait(std::optional<std::chrono::nanoseconds> timeout) {
+  auto& s = state_at(memory_);
+  const std::uint32_t seen = s.sequence.load();
+  s.sleepers.fetch_add(1);
+  pthread_mutex_unlock(&s.mutex);
+  // Not FUTEX_PRIVATE: the word is in memory other processes map. Returns at once if a
+  // wake_all() bumped the sequence since `seen` (no wake-up can be lost).
+  const timespec span = timeout ? relative(*timeout) : timespec{};
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&s.sequence), FUTEX_WAIT, seen,
+            timeout ? &span : nullptr, nullptr, 0);
+  const outcome relocked = interpret(pthread_mutex_lock(&s.mutex), s.mutex);
+  s.sleepers.fetch_sub(1);
+  return relocked;
+}
+
+void shared_sync::wake_all() noexcept {
+  auto& s = state_at(memory_);
+  s.sequence.fetch_add(1);
+  if (s.sleepers.load() != 0) {
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&s.sequence), FUTEX_WAKE, INT_MAX,
+              nullptr, nullptr, 0);
+  }
+}
+
+}  // namespace multiproc::detail::os
