@@ -1,0 +1,88 @@
+// Review of issues 8, 17 and 18: each test here shows one finding (it fails on the code
+// reviewed, e955798) and states the behaviour the code should have.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <multiproc/multiproc.hpp>
+
+#include "support.hpp"
+
+namespace mp = multiproc;
+using namespace std::chrono_literals;
+
+namespace {
+
+int tiny(int x) {
+  return x + 1;
+}
+
+int count_lines(const std::string& path) {
+  std::ifstream in(path);
+  int lines = 0;
+  for (std::string line; std::getline(in, line);)
+    ++lines;
+  return lines;
+}
+
+/// An initializer that records each worker start in `path`; the second worker to start dies in
+/// it (after a while, so the pool has sent it tasks by then), as a crash or the OOM killer
+/// would end a replacement worker before it is ready. Every other start succeeds.
+void second_start_dies_in_initializer(std::string path) {
+  {
+    std::ofstream out(path, std::ios::app);
+    out << mp::this_process::id() << '\n';
+  }
+  if (count_lines(path) == 2) {
+    std::this_thread::sleep_for(300ms);
+    std::_Exit(3);
+  }
+}
+
+using review_findings = multiproc_test::method_test;
+
+// Finding: supervision.cpp finish_worker() counts the first unanswered task as started when
+// the worker has a claim word (front().number <= last_claimed()), even if the worker never
+// said it was ready. give_ledger_locked() starts the word at the tasks sent before
+// (start_at(tasks_sent)), so a replacement worker that is sent two tasks while its initializer
+// runs, and dies in the initializer, has its first task reported worker_lost although it never
+// ran. Before issue 17 (db48d99) `ready_seen` decided, and that task went to another worker.
+TEST_P(review_findings, a_replacement_worker_dying_in_its_initializer_loses_no_task) {
+  const std::string path = multiproc_test::temporary_path("init-starts");
+  {
+    // One slot, recycled after 4 tasks: the second worker starts while tiny tasks are queued.
+    mp::pool pool(mp::pool_options{1, mp::call(second_start_dies_in_initializer, path), 4,
+                                   method()});
+    ASSERT_EQ(pool.apply(tiny, 0), 1);  // the pool learns its tasks are tiny: it batches
+    std::vector<mp::async_result<int>> results;
+    for (int i = 0; i < 40; ++i)
+      results.push_back(pool.apply_async(tiny, i));
+    int lost = 0;
+    for (int i = 0; i < 40; ++i) {
+      try {
+        EXPECT_EQ(results[static_cast<std::size_t>(i)].get(30s), i + 1);
+      } catch (const mp::worker_lost& e) {
+        ++lost;
+        ADD_FAILURE() << "task " << i << " reported lost by worker " << e.pid()
+                      << " (exit code " << e.exitcode() << "), which died before it was ready";
+      }
+    }
+    EXPECT_EQ(lost, 0);
+    pool.close();
+    pool.join();
+  }
+  EXPECT_GE(count_lines(path), 3);  // the second start did die; a third served
+  std::remove(path.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(methods, review_findings,
+                         ::testing::ValuesIn(multiproc_test::pool_methods()),
+                         multiproc_test::method_name);
+
+}  // namespace
