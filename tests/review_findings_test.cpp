@@ -14,6 +14,11 @@
 
 #include "support.hpp"
 
+#if MULTIPROC_HAS_FORK
+#include <sys/resource.h>
+#include <unistd.h>
+#endif
+
 namespace mp = multiproc;
 using namespace std::chrono_literals;
 
@@ -46,6 +51,53 @@ void second_start_dies_in_initializer(std::string path) {
 }
 
 using review_findings = multiproc_test::method_test;
+
+long own_pid(int) {
+  return mp::this_process::id();
+}
+
+#if MULTIPROC_HAS_FORK
+/// Records the worker start in `path`, then leaves the worker no free descriptor number (as a
+/// worker that has used up its RLIMIT_NOFILE would be): tasks with small payloads still run.
+void record_start_and_use_up_descriptors(std::string path) {
+  {
+    std::ofstream out(path, std::ios::app);
+    out << mp::this_process::id() << '\n';
+  }
+  const int lowest_free = ::dup(0);
+  ::close(lowest_free);
+  rlimit limit{};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  limit.rlim_cur = static_cast<rlim_t>(lowest_free);
+  ::setrlimit(RLIMIT_NOFILE, &limit);
+}
+
+// Finding: a worker that cannot map its claim ledger exits (worker.cpp, frame_kind::ledger:
+// protocol_failure_exit_code). It had said it was ready, so finish_worker() does not count a
+// failed start, and the pool keeps ledger_unavailable_ false: the next worker gets a ledger
+// frame as soon as it holds two tasks, and exits too. The pool churns through one worker per
+// batch, silently, for as long as tiny tasks come. Before issue 17 such a worker served on.
+TEST_P(review_findings, a_worker_that_cannot_map_its_ledger_does_not_make_the_pool_churn) {
+  const std::string path = multiproc_test::temporary_path("fd-starts");
+  {
+    mp::pool pool(mp::pool_options{1, mp::call(record_start_and_use_up_descriptors, path), 0,
+                                   method()});
+    std::vector<mp::async_result<long>> results;
+    for (int round = 0; round < 20; ++round) {
+      results.clear();
+      for (int i = 0; i < 200; ++i)
+        results.push_back(pool.apply_async(own_pid, i));
+      for (auto& r : results)
+        r.get(30s);
+    }
+    pool.close();
+    pool.join();
+  }
+  const int starts = count_lines(path);
+  std::remove(path.c_str());
+  EXPECT_LE(starts, 3) << "worker starts for 4000 tiny tasks on pool(1)";
+}
+#endif
 
 // Finding: supervision.cpp finish_worker() counts the first unanswered task as started when
 // the worker has a claim word (front().number <= last_claimed()), even if the worker never
