@@ -52,11 +52,11 @@ void second_start_dies_in_initializer(std::string path) {
 
 using review_findings = multiproc_test::method_test;
 
+#if MULTIPROC_HAS_FORK
 long own_pid(int) {
   return mp::this_process::id();
 }
 
-#if MULTIPROC_HAS_FORK
 /// Records the worker start in `path`, then leaves the worker no free descriptor number (as a
 /// worker that has used up its RLIMIT_NOFILE would be): tasks with small payloads still run.
 void record_start_and_use_up_descriptors(std::string path) {
