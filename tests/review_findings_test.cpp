@@ -133,6 +133,47 @@ TEST_P(review_findings, a_replacement_worker_dying_in_its_initializer_loses_no_t
   std::remove(path.c_str());
 }
 
+int nothing(int x) {
+  return x;
+}
+
+/// The user's program, run as a child of the test: writes `lines` lines to a log FILE it opened
+/// itself while a pool rotates its workers (maxtasksperchild 1), then closes the log.
+void log_while_a_pool_rotates_workers(std::string path, int lines, mp::start_method method) {
+  FILE* log = std::fopen(path.c_str(), "w");
+  if (log == nullptr) std::exit(20);
+  mp::pool pool(mp::pool_options{2, {}, 1, method});
+  std::vector<int> items(200);
+  auto all = pool.map_async(nothing, items, 1);
+  int printed = 0;
+  while (printed < lines || !all.ready())
+    std::fprintf(log, "line %d abcdefghijklmnopqrstuvwxyz0123456789\n", printed++);
+  all.get();
+  std::ofstream(path + ".count") << printed << '\n';
+  pool.close();
+  pool.join();
+  std::fclose(log);
+}
+
+// Finding (issue 18, partly documented in README "Output and fork"): a forked child drops
+// what stdout/stderr/std::cout held, but flush_own_output() (fork.cpp) and run_process_call()
+// (worker.cpp) end the child with fflush(NULL), which writes out the bytes another parent
+// thread put in any other FILE between flush_before_fork() and fork(): the program's own log
+// file gets lines twice. Python's children flush only sys.stdout/sys.stderr.
+TEST_P(review_findings, a_forked_child_does_not_repeat_the_parents_log_file) {
+  constexpr int lines = 20000;
+  const std::string path = multiproc_test::temporary_path("log.txt");
+  mp::process program(method(), log_while_a_pool_rotates_workers, path, lines, method());
+  program.start();
+  program.join();
+  EXPECT_EQ(program.exitcode(), 0);
+  int printed = -1;
+  std::ifstream(path + ".count") >> printed;
+  EXPECT_EQ(count_lines(path), printed);
+  std::remove(path.c_str());
+  std::remove((path + ".count").c_str());
+}
+
 INSTANTIATE_TEST_SUITE_P(methods, review_findings,
                          ::testing::ValuesIn(multiproc_test::pool_methods()),
                          multiproc_test::method_name);
