@@ -174,6 +174,42 @@ TEST_P(review_findings, a_forked_child_does_not_repeat_the_parents_log_file) {
   std::remove((path + ".count").c_str());
 }
 
+/// Item 0 naps 300 ms; every item reports the worker that ran it.
+long nap_on_zero_and_report(int x) {
+  if (x == 0) std::this_thread::sleep_for(300ms);
+  return mp::this_process::id();
+}
+
+// Finding: maxtasksperchild counts the tasks sent to a worker (dispatch.cpp send_task_locked:
+// tasks_sent >= maxtasksperchild appends the stop frame), not the tasks it completed. Since
+// issue 17 the rebalancer takes unstarted tasks back, so a worker is retired after running
+// fewer tasks than maxtasksperchild (Python: "the number of tasks a worker process can
+// complete before it will exit"; the README: "after this many tasks"). Here the worker that
+// naps is sent items 0,2,4,6,8,10, its five tiny ones are taken back while it naps, and it
+// exits having run one task.
+TEST_P(review_findings, maxtasksperchild_counts_tasks_run_not_tasks_taken_back) {
+  mp::pool pool(mp::pool_options{2, {}, 6, method()});
+  for (int i = 0; i < 4; ++i)
+    pool.apply(nap_on_zero_and_report, 1);  // the pool learns its tasks are tiny
+  std::vector<int> items(12);
+  for (int i = 0; i < 12; ++i)
+    items[static_cast<std::size_t>(i)] = i;
+  const std::vector<long> pids = pool.map(nap_on_zero_and_report, items, 1);
+  const long napper = pids[0];
+  int run_by_napper = 0;
+  for (long pid : pids)
+    run_by_napper += pid == napper ? 1 : 0;
+  // A worker that has run fewer than 6 tasks must still serve: it has not been retired.
+  std::this_thread::sleep_for(300ms);
+  if (run_by_napper < 6) {
+    EXPECT_TRUE(multiproc_test::process_running(napper))
+        << "the worker was retired by maxtasksperchild=6 after running " << run_by_napper
+        << " task(s)";
+  }
+  pool.close();
+  pool.join();
+}
+
 INSTANTIATE_TEST_SUITE_P(methods, review_findings,
                          ::testing::ValuesIn(multiproc_test::pool_methods()),
                          multiproc_test::method_name);
