@@ -1,5 +1,5 @@
-// Review of issues 8, 17 and 18: each test here shows one finding (it fails on the code
-// reviewed, e955798) and states the behaviour the code should have.
+// Defects a review of issues 8, 17 and 18 found (each test failed on e955798, before the
+// fix), kept as regression tests: the behaviour each states must hold on every start method.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -50,7 +50,7 @@ void second_start_dies_in_initializer(std::string path) {
   }
 }
 
-using review_findings = multiproc_test::method_test;
+using found_defects = multiproc_test::method_test;
 
 #if MULTIPROC_HAS_FORK
 long own_pid(int) {
@@ -77,7 +77,7 @@ void record_start_and_use_up_descriptors(std::string path) {
 // failed start, and the pool keeps ledger_unavailable_ false: the next worker gets a ledger
 // frame as soon as it holds two tasks, and exits too. The pool churns through one worker per
 // batch, silently, for as long as tiny tasks come. Before issue 17 such a worker served on.
-TEST_P(review_findings, a_worker_that_cannot_map_its_ledger_does_not_make_the_pool_churn) {
+TEST_P(found_defects, a_worker_that_cannot_map_its_ledger_does_not_make_the_pool_churn) {
   const std::string path = multiproc_test::temporary_path("fd-starts");
   {
     mp::pool pool(mp::pool_options{1, mp::call(record_start_and_use_up_descriptors, path), 0,
@@ -105,7 +105,7 @@ TEST_P(review_findings, a_worker_that_cannot_map_its_ledger_does_not_make_the_po
 // (start_at(tasks_sent)), so a replacement worker that is sent two tasks while its initializer
 // runs, and dies in the initializer, has its first task reported worker_lost although it never
 // ran. Before issue 17 (db48d99) `ready_seen` decided, and that task went to another worker.
-TEST_P(review_findings, a_replacement_worker_dying_in_its_initializer_loses_no_task) {
+TEST_P(found_defects, a_replacement_worker_dying_in_its_initializer_loses_no_task) {
   const std::string path = multiproc_test::temporary_path("init-starts");
   {
     // One slot, recycled after 4 tasks: the second worker starts while tiny tasks are queued.
@@ -160,7 +160,7 @@ void log_while_a_pool_rotates_workers(std::string path, int lines, mp::start_met
 // (worker.cpp) end the child with fflush(NULL), which writes out the bytes another parent
 // thread put in any other FILE between flush_before_fork() and fork(): the program's own log
 // file gets lines twice. Python's children flush only sys.stdout/sys.stderr.
-TEST_P(review_findings, a_forked_child_does_not_repeat_the_parents_log_file) {
+TEST_P(found_defects, a_forked_child_does_not_repeat_the_parents_log_file) {
   constexpr int lines = 20000;
   const std::string path = multiproc_test::temporary_path("log.txt");
   mp::process program(method(), log_while_a_pool_rotates_workers, path, lines, method());
@@ -187,7 +187,7 @@ long nap_on_zero_and_report(int x) {
 // complete before it will exit"; the README: "after this many tasks"). Here the worker that
 // naps is sent items 0,2,4,6,8,10, its five tiny ones are taken back while it naps, and it
 // exits having run one task.
-TEST_P(review_findings, maxtasksperchild_counts_tasks_run_not_tasks_taken_back) {
+TEST_P(found_defects, maxtasksperchild_counts_tasks_run_not_tasks_taken_back) {
   mp::pool pool(mp::pool_options{2, {}, 6, method()});
   for (int i = 0; i < 4; ++i)
     pool.apply(nap_on_zero_and_report, 1);  // the pool learns its tasks are tiny
@@ -210,7 +210,7 @@ TEST_P(review_findings, maxtasksperchild_counts_tasks_run_not_tasks_taken_back) 
   pool.join();
 }
 
-INSTANTIATE_TEST_SUITE_P(methods, review_findings,
+INSTANTIATE_TEST_SUITE_P(methods, found_defects,
                          ::testing::ValuesIn(multiproc_test::pool_methods()),
                          multiproc_test::method_name);
 
