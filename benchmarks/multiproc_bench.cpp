@@ -13,6 +13,11 @@
 //   map_chunksize1/100000          pool.map(square, 100 000 ints, chunksize 1)
 //   map_default/100000, /1000000   pool.map(square, xs) with the default chunksize
 //   payload/<size>                 pool.apply(size_of, std::vector<char>(size)): bytes/s
+//   queue_transfer/100000          a producer process puts 100 000 ints on an mp::queue, this
+//                                  process gets them (the producer's start and join included)
+//   pipe_pingpong                  one int sent over mp::pipe to an echoing process and back
+//   queue_item/64MiB               a 64 MiB std::vector<char> put on a queue, taken by a
+//                                  process that answers its size on a second queue
 //
 // The pool-at-work workloads (apply, map, payload) use one pool of mp::cpu_count() workers,
 // built and warmed up before the timed loop, like Python's Pool() default.
@@ -137,6 +142,77 @@ void payload(benchmark::State& state, mp::start_method method, std::size_t bytes
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * bytes));
 }
 
+void put_ints(mp::queue<int> q, int count) {
+  for (int i = 0; i < count; ++i)
+    q.put(i);
+}
+
+void queue_transfer(benchmark::State& state, mp::start_method method, int count) {
+  for (auto _ : state) {
+    mp::queue<int> q;
+    mp::process producer(method, put_ints, q, count);
+    producer.start();
+    long sum = 0;
+    for (int i = 0; i < count; ++i)
+      sum += q.get();
+    producer.join();
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * count);
+}
+
+void echo_ints(mp::connection c) {
+  try {
+    for (;;)
+      c.send(c.recv<int>());
+  } catch (const mp::closed_error&) {
+  }
+}
+
+void pipe_pingpong(benchmark::State& state, mp::start_method method) {
+  auto [mine, theirs] = mp::pipe();
+  mp::process echo(method, echo_ints, theirs);
+  echo.start();
+  theirs.close();
+  mine.send(0);  // the child is up and answering before timing starts
+  (void)mine.recv<int>();
+  int i = 0;
+  for (auto _ : state) {
+    mine.send(i);
+    benchmark::DoNotOptimize(mine.recv<int>());
+    ++i;
+  }
+  mine.close();
+  echo.join();
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+
+void answer_sizes(mp::queue<std::vector<char>> in, mp::queue<std::size_t> out) {
+  try {
+    for (;;)
+      out.put(in.get().size());
+  } catch (const mp::closed_error&) {
+  }
+}
+
+void queue_item(benchmark::State& state, mp::start_method method, std::size_t bytes) {
+  mp::queue<std::vector<char>> in;
+  mp::queue<std::size_t> out;
+  mp::process consumer(method, answer_sizes, in, out);
+  consumer.start();
+  const std::vector<char> item(bytes, 'q');
+  for (auto _ : state) {
+    in.put(item);
+    if (out.get() != bytes) {
+      state.SkipWithError("the consumer saw an item of the wrong size");
+      break;
+    }
+  }
+  consumer.terminate();
+  consumer.join();
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * bytes));
+}
+
 void register_all() {
   std::vector<mp::start_method> methods;
   for (auto m : {mp::start_method::fork, mp::start_method::spawn}) {
@@ -181,6 +257,15 @@ void register_all() {
           size_label{"256MiB", std::size_t{256} << 20}}) {
       reg(std::string("payload/") + s.label, m, payload, s.bytes)->Unit(benchmark::kMillisecond);
     }
+  }
+  for (auto m : methods) {
+    reg("queue_transfer/100000", m, queue_transfer, 100000)->Unit(benchmark::kMillisecond);
+  }
+  for (auto m : methods) {
+    reg("pipe_pingpong", m, pipe_pingpong)->Unit(benchmark::kMicrosecond);
+  }
+  for (auto m : methods) {
+    reg("queue_item/64MiB", m, queue_item, std::size_t{64} << 20)->Unit(benchmark::kMillisecond);
   }
 }
 

@@ -82,6 +82,24 @@ def timed(fn):
     return time.perf_counter() - t0
 
 
+def put_ints(q, n):
+    for i in range(n):
+        q.put(i)
+
+
+def echo_ints(conn):
+    try:
+        while True:
+            conn.send(conn.recv())
+    except EOFError:
+        pass
+
+
+def answer_sizes(q_in, q_out):
+    while True:
+        q_out.put(len(q_in.get()))
+
+
 def bench_method(method, args, log, res, save):
     """Fills `res` workload by workload, calling save() after each, so a caller that has to
     stop this script early still gets every workload measured so far."""
@@ -151,6 +169,48 @@ def bench_method(method, args, log, res, save):
             record(f"payload/{label}", r,
                    f"  {size / r['median'] / 1e6:.0f} MB/s")
             del payload
+
+    # Communication: Queue and Pipe between two processes.
+    def queue_transfer(n):
+        def once():
+            q = ctx.Queue()
+            p = ctx.Process(target=put_ints, args=(q, n))
+            p.start()
+            total = 0
+            for _ in range(n):
+                total += q.get()
+            p.join()
+        return once
+    record("queue_transfer/100000", sample(queue_transfer(100_000), lo, hi, budget))
+
+    mine, theirs = ctx.Pipe()
+    echo = ctx.Process(target=echo_ints, args=(theirs,))
+    echo.start()
+    theirs.close()
+    mine.send(0)
+    mine.recv()
+    counter = iter(range(1 << 62))
+
+    def pipe_pingpong():
+        mine.send(next(counter))
+        mine.recv()
+    record("pipe_pingpong", sample(pipe_pingpong, lo, hi, budget))
+    mine.close()
+    echo.join()
+
+    q_in, q_out = ctx.Queue(), ctx.Queue()
+    consumer = ctx.Process(target=answer_sizes, args=(q_in, q_out))
+    consumer.start()
+    item = bytes(64 << 20)
+
+    def queue_item():
+        q_in.put(item)
+        q_out.get()
+    r = sample(queue_item, lo, hi, budget)
+    r["bytes"] = len(item)
+    record("queue_item/64MiB", r)
+    consumer.terminate()
+    consumer.join()
 
 
 def main():

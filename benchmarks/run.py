@@ -58,6 +58,10 @@ WORKLOADS = [
                                           "spawn": "BM_memcpy/67108864"}),
     ("payload/256MiB", "256 MiB argument", {"fork": "BM_memcpy/268435456",
                                             "spawn": "BM_memcpy/268435456"}),
+    ("queue_transfer/100000", "queue: 100k items, producer process -> consumer", None),
+    ("pipe_pingpong", "pipe ping-pong, one int each way", {"fork": "BM_pipe_pingpong/0",
+                                                         "spawn": "BM_pipe_pingpong/0"}),
+    ("queue_item/64MiB", "queue: one 64 MiB item, and its size back", None),
 ]
 METHODS = ["fork", "spawn"]
 PY_METHODS = ["fork", "spawn", "forkserver"]
@@ -81,6 +85,12 @@ TARGETS = {
     ("map_default/1000000", "spawn"): [("py", 5)],
     ("payload/256MiB", "fork"): [("limit", 2.0)],
     ("payload/256MiB", "spawn"): [("limit", 2.0)],
+    ("queue_transfer/100000", "fork"): [("py", 20)],
+    ("queue_transfer/100000", "spawn"): [("py", 20)],
+    ("pipe_pingpong", "fork"): [("limit", 1.3)],
+    ("pipe_pingpong", "spawn"): [("limit", 1.3)],
+    ("queue_item/64MiB", "fork"): [("py", 3)],
+    ("queue_item/64MiB", "spawn"): [("py", 3)],
 }
 
 

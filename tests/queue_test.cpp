@@ -107,7 +107,7 @@ TEST_P(queue_conformance,
   auto producer = start(put_range_and_close, q, 0, 100000);
   producer.join();
   EXPECT_EQ(producer.exitcode(), 0);
-  long sum = 0;
+  long long sum = 0;
   int count = 0;
   for (;;) {
     try {
@@ -118,7 +118,7 @@ TEST_P(queue_conformance,
     }
   }
   EXPECT_EQ(count, 100000);
-  EXPECT_EQ(sum, 100000L * 99999 / 2);
+  EXPECT_EQ(sum, 100000LL * 99999 / 2);
 }
 
 TEST_P(queue_conformance, many_producers_and_consumers_lose_and_duplicate_nothing) {
