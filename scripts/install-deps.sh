@@ -43,6 +43,11 @@ for what in "${want[@]}"; do
       need /usr/bin/python3 python3
       need /usr/lib/python3/dist-packages/PIL/Image.py python3-pil
       ;;
+    package)
+      # scripts/package-test.sh: the .deb (CPack writes it itself), then a consumer built with
+      # pkg-config against the installed package.
+      need /usr/bin/pkg-config pkg-config
+      ;;
     *) echo "install-deps: unknown set '$what'" >&2; exit 2 ;;
   esac
 done
