@@ -69,7 +69,7 @@ browser() {  # browser <page file> <png> <dom>: a screenshot and the rendered DO
   # shellcheck disable=SC2054  # the comma is inside one flag: --window-size=W,H
   local flags=(--headless --no-sandbox --disable-gpu --disable-quic --no-first-run
     --disable-background-networking --disable-component-update --disable-sync
-    --hide-scrollbars --window-size=1280,1400)
+    --hide-scrollbars --window-size=1280,1400 --disable-dev-shm-usage)  # containers: small /dev/shm
   local url="file://$1" log=$scratch/chromium.log status=0
   rm -f "$2" "$3"
   # A fresh profile for every start: nothing carries over from an earlier run.
