@@ -116,7 +116,8 @@ if doxygen_run "$scratch/tree" "$scratch/gate" 2>"$scratch/gate.log"; then
 elif ! grep -q undocumented_probe "$scratch/gate.log"; then
   fail "doxygen failed on the scratch tree, but not because of the undocumented declaration"
 else
-  echo "docs: an undocumented declaration fails the build: $(grep undocumented_probe "$scratch/gate.log" | head -n 1 | sed 's|.*/include/||')"
+  said=$(grep -m 1 undocumented_probe "$scratch/gate.log" | sed 's|.*/include/||')
+  echo "docs: an undocumented declaration fails the build: $said"
 fi
 cp -r "$out/html" "$scratch/site"
 rm "$scratch/site/classmultiproc_1_1pool.html"
