@@ -9,7 +9,8 @@ and prints them side by side, with the ratios and the targets of issue 5.
 Steps: multiproc_limits (fork, posix_spawn, pipe ping-pong, memcpy), multiproc_bench (both
 start methods), python_bench.py (fork, spawn, forkserver). Each Google Benchmark runs
 --repetitions times; every number shown is the median of the repetitions, with the spread
-(max - min) / (2 * median) as +-%. The table goes to stdout and to benchmarks/RESULTS.md.
+(max - min) / (2 * median) as +-%. The table goes to stdout and to benchmarks/RESULTS.md,
+the speed-ups as a picture to benchmarks/speed.png (chart.py; needs matplotlib).
 About two to three minutes on a 2-core machine (plus the build, the first time).
 """
 import argparse
@@ -372,6 +373,24 @@ def library_revision():
     return rev + (" + uncommitted changes to include/ or src/" if dirty else "")
 
 
+def draw_chart(path, data, log):
+    """benchmarks/chart.py, run by this Python or by Debian's (python3-matplotlib), whichever
+    can import matplotlib; without one, no chart."""
+    for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
+        if os.path.exists(python) and subprocess.run(
+                [python, "-c", "import matplotlib"], capture_output=True).returncode == 0:
+            break
+    else:
+        log("== no chart: no Python here imports matplotlib (Debian: python3-matplotlib)")
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(data, f)
+    try:
+        subprocess.run([python, os.path.join(HERE, "chart.py"), f.name, "--out", path])
+    finally:
+        os.unlink(f.name)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -392,6 +411,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"),
                     help="Markdown file to write (default: %(default)s)")
     ap.add_argument("--json", help="also write every raw number here, as JSON")
+    ap.add_argument("--chart", default=os.path.join(HERE, "speed.png"),
+                    help="draw the speed-ups here (chart.py) when matplotlib is available "
+                         "(default: %(default)s)")
     args = ap.parse_args()
 
     def log(line):
@@ -461,6 +483,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"multiproc": mp_res, "python": py_data, "limits": lim_res}, f, indent=1)
+    draw_chart(args.chart, {"multiproc": mp_res, "python": py_data, "limits": lim_res}, log)
 
 
 if __name__ == "__main__":

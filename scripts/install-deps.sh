@@ -34,6 +34,20 @@ for what in "${want[@]}"; do
       need /usr/include/benchmark/benchmark.h libbenchmark-dev
       need /usr/bin/python3 python3
       ;;
+    docs)
+      # scripts/docs.sh: doxygen builds the API reference; --check looks at it in headless
+      # Chromium (a font to draw text with) and reads the screenshots with Pillow.
+      need /usr/bin/doxygen doxygen
+      need /usr/bin/chromium chromium
+      need /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core
+      need /usr/bin/python3 python3
+      need /usr/lib/python3/dist-packages/PIL/Image.py python3-pil
+      ;;
+    package)
+      # scripts/package-test.sh: the .deb (CPack writes it itself), then a consumer built with
+      # pkg-config against the installed package.
+      need /usr/bin/pkg-config pkg-config
+      ;;
     *) echo "install-deps: unknown set '$what'" >&2; exit 2 ;;
   esac
 done

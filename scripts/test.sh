@@ -6,7 +6,10 @@
 #   - Linux with AddressSanitizer + UndefinedBehaviorSanitizer
 #   - Linux with ThreadSanitizer
 #   - Windows programs (mingw-w64), run under Wine
-# Every configuration runs the conformance suite on every start method it has.
+# Every configuration runs the conformance suite on every start method it has. Then the API
+# reference (scripts/docs.sh --check: doxygen warnings fail it, the site is checked in headless
+# Chromium) and the Debian package (scripts/package-test.sh: built, installed with dpkg, used by
+# a consumer, removed).
 #
 #   scripts/test.sh [--quick]      --quick: the first configuration only
 set -euo pipefail  # pipefail: a step piped into tee still fails as itself
@@ -65,6 +68,8 @@ if [ "$quick" = 0 ]; then
   step "linux-tsan" linux_suite tsan -DCMAKE_BUILD_TYPE=Debug -DMULTIPROC_SANITIZE=thread \
     -DMULTIPROC_EXAMPLES=OFF
   step "windows (mingw-w64 under Wine)" scripts/windows-tests.sh build/ci-mingw
+  step "docs (doxygen + site check)" scripts/docs.sh --check --out build/ci-docs
+  step "debian package (dpkg -i, consumers, dpkg -r)" scripts/package-test.sh build/ci-package
 fi
 
 # Every CTest run ends with "N% tests passed, F tests failed out of T": add them up.

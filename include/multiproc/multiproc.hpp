@@ -11,3 +11,8 @@
 #include <multiproc/queue.hpp>
 #include <multiproc/serialization.hpp>
 #include <multiproc/this_process.hpp>
+
+/// Python's multiprocessing for C++: mp::process runs a function in another process, mp::pool
+/// spreads calls over worker processes, mp::init is the `if __name__ == "__main__"` guard.
+/// Programs usually write `namespace mp = multiproc;`.
+namespace multiproc {}

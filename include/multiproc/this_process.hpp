@@ -5,6 +5,7 @@
 
 namespace multiproc {
 
+/// Facts about the calling process (Python's os.getpid() and os.getppid()).
 namespace this_process {
 /// The calling process's id (os.getpid()).
 MULTIPROC_API long id() noexcept;
