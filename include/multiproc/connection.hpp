@@ -19,10 +19,11 @@
 
 namespace multiproc {
 
-/// Waits without a deadline where a timeout is taken: `conn.poll(mp::forever)`.
+/// The type of mp::forever.
 struct forever_t {
   explicit constexpr forever_t() = default;
 };
+/// Waits without a deadline where a timeout is taken: `conn.poll(mp::forever)`.
 inline constexpr forever_t forever{};
 
 namespace detail {
@@ -105,10 +106,15 @@ class connection {
   /// mp::closed_error. Idempotent.
   void close() { detail::pipe_close(end()); }
 
+  /// cereal: how a connection travels as an argument (its handles join the call). Throws
+  /// mp::serialization_error anywhere else (inside a queue or pipe, or in a task's result), or
+  /// mp::closed_error after close().
   template <class Archive>
   void save(Archive& archive) const {
     archive(detail::pipe_export(end()));
   }
+  /// cereal: the receiving side of save(), in the process that runs the call. Throws
+  /// mp::serialization_error if the end cannot be opened here.
   template <class Archive>
   void load(Archive& archive) {
     std::string exported;

@@ -110,10 +110,15 @@ class queue {
   /// Items it put stay for the consumers. Idempotent.
   void close() { detail::queue_close(*core_); }
 
+  /// cereal: how a queue travels as an argument (its handles join the call, which counts for
+  /// its receiver, see above). Throws mp::serialization_error anywhere else (inside a queue or
+  /// pipe, or in a task's result).
   template <class Archive>
   void save(Archive& archive) const {
     archive(detail::queue_export(*core_));
   }
+  /// cereal: the receiving side of save(), in the process that runs the call. Throws
+  /// mp::serialization_error if the queue cannot be opened here.
   template <class Archive>
   void load(Archive& archive) {
     std::string exported;
@@ -122,11 +127,13 @@ class queue {
   }
 
  protected:
+  /// put() with `timeout` (nullopt: none); false if there was no room in time.
   bool put_for(const T& item, std::optional<std::chrono::nanoseconds> timeout) {
     std::string bytes;
     detail::encode_message(bytes, &detail::write_message_value<T>, &item);
     return detail::queue_put(*core_, detail::type_fingerprint<T>(), bytes, timeout);
   }
+  /// get() with `timeout` (nullopt: none); nullopt if nothing came in time.
   std::optional<T> get_for(std::optional<std::chrono::nanoseconds> timeout) {
     std::string bytes;
     if (!detail::queue_get(*core_, detail::type_fingerprint<T>(), bytes, timeout)) {
@@ -136,6 +143,7 @@ class queue {
     detail::decode_message(bytes, &detail::read_message_value<T>, &*value);
     return value;
   }
+  /// The queue itself, shared by every copy of this handle in this process.
   std::shared_ptr<detail::queue_core> core_;
 };
 
@@ -154,6 +162,7 @@ class simple_queue {
   /// As queue::close().
   void close() { queue_.close(); }
 
+  /// cereal: travels as mp::queue does.
   template <class Archive>
   void serialize(Archive& archive) {
     archive(queue_);
