@@ -11,7 +11,7 @@
 
 namespace mp = multiproc;
 
-void write(mp::queue<std::string> q) {
+void write_values(mp::queue<std::string> q) {
   std::printf("Process to write: %ld\n", mp::this_process::id());
   std::fflush(stdout);
   std::mt19937 random(static_cast<unsigned>(mp::this_process::id()));
@@ -23,7 +23,7 @@ void write(mp::queue<std::string> q) {
   }
 }
 
-void read(mp::queue<std::string> q) {
+void read_values(mp::queue<std::string> q) {
   std::printf("Process to read: %ld\n", mp::this_process::id());
   std::fflush(stdout);
   for (;;) {
@@ -36,8 +36,8 @@ void read(mp::queue<std::string> q) {
 int main(int argc, char** argv) {
   mp::init(argc, argv);
   mp::queue<std::string> q;
-  mp::process writer(write, q);
-  mp::process reader(read, q);
+  mp::process writer(write_values, q);
+  mp::process reader(read_values, q);
   writer.start();
   reader.start();
   writer.join();

@@ -221,22 +221,15 @@ TEST_P(queue_conformance, an_item_of_another_type_is_a_serialization_error_not_g
   mp::queue<int> q;
   q.put(1);  // makes the queue's memory
   auto core = mp::detail::make_queue(0);
-  std::string bytes;
   const std::string text = "not an int";
-  mp::detail::encode_message(bytes, &mp::detail::write_message_value<std::string>, &text);
-  ASSERT_TRUE(mp::detail::queue_put(*core, mp::detail::type_fingerprint<std::string>(), bytes,
-                                    std::nullopt));
+  ASSERT_TRUE(
+      mp::detail::queue_put(*core, mp::detail::codec_of<std::string>(), &text, std::nullopt));
   const int seven = 7;
-  mp::detail::encode_message(bytes, &mp::detail::write_message_value<int>, &seven);
-  ASSERT_TRUE(
-      mp::detail::queue_put(*core, mp::detail::type_fingerprint<int>(), bytes, std::nullopt));
-  EXPECT_THROW(
-      mp::detail::queue_get(*core, mp::detail::type_fingerprint<int>(), bytes, std::nullopt),
-      mp::serialization_error);
-  ASSERT_TRUE(
-      mp::detail::queue_get(*core, mp::detail::type_fingerprint<int>(), bytes, std::nullopt));
+  ASSERT_TRUE(mp::detail::queue_put(*core, mp::detail::codec_of<int>(), &seven, std::nullopt));
   int value = 0;
-  mp::detail::decode_message(bytes, &mp::detail::read_message_value<int>, &value);
+  EXPECT_THROW(mp::detail::queue_get(*core, mp::detail::codec_of<int>(), &value, std::nullopt),
+               mp::serialization_error);
+  ASSERT_TRUE(mp::detail::queue_get(*core, mp::detail::codec_of<int>(), &value, std::nullopt));
   EXPECT_EQ(value, 7);
   EXPECT_EQ(q.get(), 1);
 }

@@ -30,8 +30,12 @@ namespace detail {
 class pipe_end;
 MULTIPROC_API std::pair<std::shared_ptr<pipe_end>, std::shared_ptr<pipe_end>> make_pipe(
     bool duplex);
-MULTIPROC_API void pipe_send(pipe_end& end, std::uint64_t fingerprint, std::string_view bytes);
-MULTIPROC_API void pipe_recv(pipe_end& end, std::uint64_t fingerprint, std::string& out);
+/// Encodes `*value` and sends it.
+MULTIPROC_API void pipe_send(pipe_end& end, const message_codec& codec, const void* value);
+/// Receives the next message, decoding it into `*value`.
+MULTIPROC_API void pipe_recv(pipe_end& end, const message_codec& codec, void* value);
+MULTIPROC_API void pipe_send_bytes(pipe_end& end, std::span<const std::byte> bytes);
+MULTIPROC_API std::vector<std::byte> pipe_recv_bytes(pipe_end& end);
 MULTIPROC_API bool pipe_poll(pipe_end& end, std::optional<std::chrono::nanoseconds> timeout);
 MULTIPROC_API void pipe_close(pipe_end& end);
 MULTIPROC_API std::string pipe_export(pipe_end& end);
@@ -56,9 +60,7 @@ class connection {
   template <class T>
   void send(const T& value) {
     static_assert(is_transferable_v<T>, "multiproc: connection::send needs a serialisable type");
-    std::string bytes;
-    detail::encode_message(bytes, &detail::write_message_value<T>, &value);
-    detail::pipe_send(end(), detail::type_fingerprint<T>(), bytes);
+    detail::pipe_send(end(), detail::codec_of<T>(), &value);
   }
   /// Waits for the next message and returns it as a T. Throws mp::closed_error once every
   /// holder of the other end closed it or ended and nothing is left to read (Python's
@@ -68,25 +70,15 @@ class connection {
   template <class T>
   T recv() {
     static_assert(is_transferable_v<T>, "multiproc: connection::recv needs a serialisable type");
-    std::string bytes;
-    detail::pipe_recv(end(), detail::type_fingerprint<T>(), bytes);
     T value{};
-    detail::decode_message(bytes, &detail::read_message_value<T>, &value);
+    detail::pipe_recv(end(), detail::codec_of<T>(), &value);
     return value;
   }
   /// Sends raw bytes, received by recv_bytes() only. Throws as send().
-  void send_bytes(std::span<const std::byte> bytes) {
-    detail::pipe_send(end(), detail::bytes_fingerprint,
-                      std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
-  }
+  void send_bytes(std::span<const std::byte> bytes) { detail::pipe_send_bytes(end(), bytes); }
   /// Receives a message sent by send_bytes(). Throws as recv() (a message sent by send() is a
   /// mp::serialization_error).
-  std::vector<std::byte> recv_bytes() {
-    std::string bytes;
-    detail::pipe_recv(end(), detail::bytes_fingerprint, bytes);
-    const auto* first = reinterpret_cast<const std::byte*>(bytes.data());
-    return std::vector<std::byte>(first, first + bytes.size());
-  }
+  std::vector<std::byte> recv_bytes() { return detail::pipe_recv_bytes(end()); }
   /// True if recv() would not wait: a message is there, or the other end is gone (recv()
   /// then throws mp::closed_error). Never waits. Throws mp::closed_error after close().
   bool poll() { return detail::pipe_poll(end(), std::chrono::nanoseconds(0)); }

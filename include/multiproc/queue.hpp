@@ -18,9 +18,11 @@ namespace multiproc {
 namespace detail {
 class queue_core;
 MULTIPROC_API std::shared_ptr<queue_core> make_queue(std::size_t maxsize);
-MULTIPROC_API bool queue_put(queue_core& q, std::uint64_t fingerprint, const std::string& bytes,
+/// Encodes `*value` and puts it; false if there was no room within `timeout` (nullopt: none).
+MULTIPROC_API bool queue_put(queue_core& q, const message_codec& codec, const void* value,
                              std::optional<std::chrono::nanoseconds> timeout);
-MULTIPROC_API bool queue_get(queue_core& q, std::uint64_t fingerprint, std::string& out,
+/// Takes the oldest item and decodes it into `*value`; false if none came within `timeout`.
+MULTIPROC_API bool queue_get(queue_core& q, const message_codec& codec, void* value,
                              std::optional<std::chrono::nanoseconds> timeout);
 MULTIPROC_API std::size_t queue_size(queue_core& q);
 MULTIPROC_API bool queue_full(queue_core& q);
@@ -129,18 +131,12 @@ class queue {
  protected:
   /// put() with `timeout` (nullopt: none); false if there was no room in time.
   bool put_for(const T& item, std::optional<std::chrono::nanoseconds> timeout) {
-    std::string bytes;
-    detail::encode_message(bytes, &detail::write_message_value<T>, &item);
-    return detail::queue_put(*core_, detail::type_fingerprint<T>(), bytes, timeout);
+    return detail::queue_put(*core_, detail::codec_of<T>(), &item, timeout);
   }
   /// get() with `timeout` (nullopt: none); nullopt if nothing came in time.
   std::optional<T> get_for(std::optional<std::chrono::nanoseconds> timeout) {
-    std::string bytes;
-    if (!detail::queue_get(*core_, detail::type_fingerprint<T>(), bytes, timeout)) {
-      return std::nullopt;
-    }
     std::optional<T> value(std::in_place);
-    detail::decode_message(bytes, &detail::read_message_value<T>, &*value);
+    if (!detail::queue_get(*core_, detail::codec_of<T>(), &*value, timeout)) return std::nullopt;
     return value;
   }
   /// The queue itself, shared by every copy of this handle in this process.

@@ -1,10 +1,12 @@
 // Process stamps on POSIX (see src/os/sync.hpp): the pid and, where the platform tells, the
 // start time, so a pid the kernel has handed to a new process is not taken for the old one.
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <system_error>
 
@@ -15,10 +17,28 @@
 
 namespace multiproc::detail::os {
 
+namespace {
+/// This process's stamp, computed once per process: reading the start time costs a file
+/// read, and even getpid() a system call, on paths taken per message. A forked child (any
+/// fork: the library's, mp::fork(), or the program's own) starts with it cleared.
+std::atomic<std::int64_t> cached_pid{0};
+std::atomic<std::uint64_t> cached_start{0};
+const bool cache_cleared_in_children = [] {
+  pthread_atfork(nullptr, nullptr, [] { cached_pid.store(0, std::memory_order_relaxed); });
+  return true;
+}();
+}  // namespace
+
 process_stamp this_process_stamp() noexcept {
-  // Read each time: a forked child is a new process with the same memory.
-  const long pid = static_cast<long>(::getpid());
-  return {pid, posix::platform::process_start_time(pid)};
+  (void)cache_cleared_in_children;
+  std::int64_t pid = cached_pid.load(std::memory_order_acquire);
+  if (pid == 0) {
+    pid = static_cast<std::int64_t>(::getpid());
+    cached_start.store(posix::platform::process_start_time(static_cast<long>(pid)),
+                       std::memory_order_relaxed);
+    cached_pid.store(pid, std::memory_order_release);
+  }
+  return {pid, cached_start.load(std::memory_order_relaxed)};
 }
 
 process_stamp stamp_of(const child& started) noexcept {

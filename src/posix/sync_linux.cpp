@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <new>
 #include <system_error>
@@ -32,6 +33,31 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 state& state_at(void* memory) {
   return *static_cast<state*>(memory);
+}
+
+/// Waking a process asleep on another CPU costs tens of microseconds on the machines this
+/// runs on (a cross-CPU wake-up), more than most critical sections and most waits for a
+/// message take: a process spins this long on the lock or for a wake-up before it sleeps.
+constexpr std::chrono::microseconds spin_limit{20};
+
+inline void relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+/// Spins until `done()` or spin_limit passes; true if done.
+template <class Done>
+bool spin_until(Done done) noexcept {
+  if (done()) return true;  // the common case: no clock read at all
+  const auto give_up = std::chrono::steady_clock::now() + spin_limit;
+  for (unsigned i = 1;; ++i) {
+    relax();
+    if (done()) return true;
+    if (i % 64 == 0 && std::chrono::steady_clock::now() >= give_up) return false;
+  }
 }
 
 timespec monotonic_after(std::chrono::nanoseconds timeout) {
@@ -92,6 +118,11 @@ shared_sync shared_sync::adopt(void* memory, std::vector<owned_handle> handles) 
 
 shared_sync::outcome shared_sync::lock(std::optional<std::chrono::nanoseconds> timeout) {
   auto& s = state_at(memory_);
+  // glibc's robust mutexes sleep at the first collision: spin a little on trylock first.
+  int tried = EBUSY;
+  if (spin_until([&] { return (tried = pthread_mutex_trylock(&s.mutex)) != EBUSY; })) {
+    return interpret(tried, s.mutex);
+  }
   if (!timeout) return interpret(pthread_mutex_lock(&s.mutex), s.mutex);
   const timespec deadline = monotonic_after(*timeout);
   return interpret(pthread_mutex_clocklock(&s.mutex, CLOCK_MONOTONIC, &deadline), s.mutex);
@@ -104,16 +135,19 @@ void shared_sync::unlock() noexcept {
 shared_sync::outcome shared_sync::wait(std::optional<std::chrono::nanoseconds> timeout) {
   auto& s = state_at(memory_);
   const std::uint32_t seen = s.sequence.load();
-  s.sleepers.fetch_add(1);
   pthread_mutex_unlock(&s.mutex);
-  // Not FUTEX_PRIVATE: the word is in memory other processes map. Returns at once if a
-  // wake_all() bumped the sequence since `seen` (no wake-up can be lost).
-  const timespec span = timeout ? relative(*timeout) : timespec{};
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&s.sequence), FUTEX_WAIT, seen,
-            timeout ? &span : nullptr, nullptr, 0);
-  const outcome relocked = interpret(pthread_mutex_lock(&s.mutex), s.mutex);
-  s.sleepers.fetch_sub(1);
-  return relocked;
+  // A wake-up that comes within the spin costs no system call on either side.
+  if (!spin_until([&] { return s.sequence.load() != seen; })) {
+    // Counted before the last look: a wake_all() after it sees a sleeper and makes the call;
+    // one before it changed the sequence, and the futex returns at once. Not FUTEX_PRIVATE:
+    // the word is in memory other processes map.
+    s.sleepers.fetch_add(1);
+    const timespec span = timeout ? relative(*timeout) : timespec{};
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&s.sequence), FUTEX_WAIT, seen,
+              timeout ? &span : nullptr, nullptr, 0);
+    s.sleepers.fetch_sub(1);
+  }
+  return lock(std::nullopt);
 }
 
 void shared_sync::wake_all() noexcept {

@@ -32,13 +32,6 @@ std::uint64_t type_fingerprint() {
 /// Raw bytes (send_bytes).
 inline constexpr std::uint64_t bytes_fingerprint = 0x736574796270;
 
-/// Encodes with `write` into `out` (replacing it). Throws serialization_error (encode_message).
-MULTIPROC_API void encode_message(std::string& out, void (*write)(std::ostream&, const void*),
-                                  const void* value);
-/// Decodes `in` with `read` into `value`. Throws serialization_error (decode_message).
-MULTIPROC_API void decode_message(const std::string& in, void (*read)(std::istream&, void*),
-                                  void* value);
-
 template <class T>
 void write_message_value(std::ostream& out, const void* value) {
   cereal::BinaryOutputArchive archive(out);
@@ -48,6 +41,17 @@ template <class T>
 void read_message_value(std::istream& in, void* value) {
   cereal::BinaryInputArchive archive(in);
   archive(*static_cast<T*>(value));
+}
+
+/// How the library writes and reads a message's value without knowing its type.
+struct message_codec {
+  std::uint64_t fingerprint;
+  void (*write)(std::ostream& out, const void* value);
+  void (*read)(std::istream& in, void* value);
+};
+template <class T>
+message_codec codec_of() {
+  return {type_fingerprint<T>(), &write_message_value<T>, &read_message_value<T>};
 }
 
 }  // namespace multiproc::detail

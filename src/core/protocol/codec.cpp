@@ -178,13 +178,51 @@ std::ostream& output_lease::open(std::string* out, std::size_t start, bool allow
   return slot_->stream;
 }
 
-void encode_message(std::string& out, void (*write)(std::ostream&, const void*),
-                    const void* value) {
-  out.clear();
+namespace {
+struct buffer_slot {
+  std::string bytes;
+  bool busy = false;
+};
+#if defined(MULTIPROC_DETAIL_THREAD_LOCAL_DESTRUCTORS_BROKEN)
+buffer_slot& thread_buffer() {
+  thread_local buffer_slot* slot = new buffer_slot;
+  return *slot;
+}
+#else
+buffer_slot& thread_buffer() {
+  thread_local buffer_slot slot;
+  return slot;
+}
+#endif
+/// Larger buffers are given back after use rather than kept warm for the next message.
+constexpr std::size_t kept_buffer = std::size_t{64} << 20;
+}  // namespace
+
+message_buffer::message_buffer() {
+  buffer_slot& slot = thread_buffer();
+  if (!slot.busy) {
+    slot.busy = true;
+    bytes_ = &slot.bytes;
+  } else {
+    own_ = std::make_unique<std::string>();
+    bytes_ = own_.get();
+  }
+}
+
+message_buffer::~message_buffer() {
+  if (own_) return;
+  buffer_slot& slot = thread_buffer();
+  if (slot.bytes.capacity() > kept_buffer) std::string().swap(slot.bytes);
+  slot.busy = false;
+}
+
+void encode_value(message_buffer& out, const message_codec& codec, const void* value) {
+  std::string& bytes = out.bytes();
+  bytes.clear();  // keeps the capacity: no fresh pages for a message like the last one
   output_lease lease;
-  std::ostream& stream = lease.open(&out, 0);
+  std::ostream& stream = lease.open(&bytes, 0);
   try {
-    write(stream, value);
+    codec.write(stream, value);
   } catch (const error&) {
     throw;
   } catch (const std::exception& e) {
@@ -193,11 +231,12 @@ void encode_message(std::string& out, void (*write)(std::ostream&, const void*),
   if (!stream) {
     throw serialization_error(serialization_error::phase::encode_message, "stream failure");
   }
+  out.length = bytes.size();
 }
 
-void decode_message(const std::string& in, void (*read)(std::istream&, void*), void* value) {
+void decode_value(const char* data, std::size_t size, const message_codec& codec, void* value) {
   try {
-    read(memory_input(in.data(), in.size()), value);
+    codec.read(memory_input(data, size), value);
   } catch (const error&) {
     throw;
   } catch (const std::exception& e) {

@@ -45,4 +45,29 @@ class output_lease {
   std::unique_ptr<output_slot> own_;
 };
 
+/// A buffer for one message (a queue item, a pipe message), leased per thread and reused, so
+/// its memory stays warm from one message to the next; a nested use gets its own. Only buffers
+/// up to 64 MiB are kept between uses.
+class message_buffer {
+ public:
+  message_buffer();
+  ~message_buffer();
+  message_buffer(const message_buffer&) = delete;
+  message_buffer& operator=(const message_buffer&) = delete;
+  /// The bytes: the first `length` of them are the message (the string may be longer).
+  std::string& bytes() noexcept { return *bytes_; }
+  std::size_t length = 0;
+
+ private:
+  std::string* bytes_;
+  std::unique_ptr<std::string> own_;
+};
+
+struct message_codec;
+/// Encodes `*value` with `codec` into `out`. Throws serialization_error (encode_message).
+void encode_value(message_buffer& out, const message_codec& codec, const void* value);
+/// Decodes [data, data + size) with `codec` into `*value`. Throws serialization_error
+/// (decode_message).
+void decode_value(const char* data, std::size_t size, const message_codec& codec, void* value);
+
 }  // namespace multiproc::detail

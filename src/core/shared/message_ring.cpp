@@ -16,14 +16,20 @@ struct message_head {
   std::uint64_t fingerprint;
 };
 constexpr std::size_t alignment = 8;
-/// Read memory is given back in stretches of at least this much (one system call each).
-constexpr std::uint64_t give_back_stride = std::uint64_t{4} << 20;
+/// The start of the data area stays in memory once used: whenever the ring empties, the next
+/// message goes back to its start, so a queue passing messages of up to this size one at a
+/// time writes into warm pages. Past it, memory is given back once read.
+constexpr std::uint64_t warm_bytes = std::uint64_t{64} << 20;
+/// While the ring never empties (a stream), read memory past the warm start is given back in
+/// stretches of this much, one system call each.
+constexpr std::uint64_t release_stride = std::uint64_t{16} << 20;
 }  // namespace
 
 // ---- holders ----------------------------------------------------------------------------------
 
 holder_table::entry* holder_table::find(const os::process_stamp& process) noexcept {
-  for (auto& e : entries) {
+  for (std::uint64_t i = 0; i < used; ++i) {
+    entry& e = entries[i];
     if (e.pid == process.pid && e.started == process.started &&
         (e.count | e.pending | e.reserved) != 0) {
       return &e;
@@ -35,9 +41,11 @@ holder_table::entry* holder_table::find(const os::process_stamp& process) noexce
 holder_table::entry& holder_table::find_or_add(const os::process_stamp& process) {
   if (entry* found = find(process)) return *found;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    for (auto& e : entries) {
+    for (std::uint64_t i = 0; i < slots; ++i) {
+      entry& e = entries[i];
       if ((e.count | e.pending | e.reserved) == 0) {
         e = {process.pid, process.started, 0, 0, 0};
+        if (i >= used) used = i + 1;
         return e;
       }
     }
@@ -83,7 +91,8 @@ void holder_table::reserve(const os::process_stamp& process, int delta) {
 
 bool holder_table::others_hold(const os::process_stamp& self, bool check_liveness) noexcept {
   bool found = false;
-  for (auto& e : entries) {
+  for (std::uint64_t i = 0; i < used; ++i) {
+    entry& e = entries[i];
     if ((e.count | e.pending | e.reserved) == 0) continue;
     if (check_liveness && !os::still_running({e.pid, e.started})) {
       e = {};  // it ended holding handles: it will put nothing more
@@ -152,6 +161,7 @@ void message_ring::copy_out(std::uint64_t position, char* to, std::size_t size) 
 
 void message_ring::push(std::uint64_t fingerprint, const char* data, std::size_t size) {
   const message_head head{size, fingerprint};
+  note_written(header_->tail, footprint(size));
   copy_in(header_->tail, reinterpret_cast<const char*>(&head), sizeof head);
   copy_in(header_->tail + sizeof head, data, size);
   // Only now is the message there: a process that died above left the ring as it was.
@@ -159,31 +169,55 @@ void message_ring::push(std::uint64_t fingerprint, const char* data, std::size_t
   ++header_->items;
 }
 
-std::uint64_t message_ring::pop(std::string& out) {
+std::uint64_t message_ring::pop(std::string& out, std::size_t& length) {
   message_head head{};
   copy_out(header_->head, reinterpret_cast<char*>(&head), sizeof head);
-  out.resize(static_cast<std::size_t>(head.size));
-  copy_out(header_->head + sizeof head, out.data(), out.size());
-  header_->head += footprint(static_cast<std::size_t>(head.size));
-  --header_->items;
-  give_back_read_memory();
+  length = static_cast<std::size_t>(head.size);
+  if (out.size() < length) out.resize(length);  // only ever grown: a reused buffer stays warm
+  copy_out(header_->head + sizeof head, out.data(), length);
+  header_->head += footprint(length);
+  if (--header_->items == 0) {
+    // Empty: the next message starts at the data area's start again, in pages still warm.
+    const std::uint64_t capacity = header_->capacity;
+    header_->head = header_->tail = (header_->tail + capacity - 1) / capacity * capacity;
+    header_->released = header_->head;
+    give_back_read_memory();
+  } else if (header_->head - header_->released >= release_stride) {
+    give_back_passed_memory();
+  }
   return head.fingerprint;
 }
 
-void message_ring::give_back_read_memory() noexcept {
-  // The pages a queue's messages passed through would otherwise stay allocated: a queue that
-  // once held 1 GiB would hold on to it. Whole stretches are given back as reading moves on.
-  if (header_->head - header_->discarded < give_back_stride) return;
-  const std::size_t capacity = header_->capacity;
-  std::uint64_t from = header_->discarded;
+void message_ring::give_back_passed_memory() noexcept {
+  const std::uint64_t capacity = header_->capacity;
+  std::uint64_t from = header_->released;
   while (from < header_->head) {
-    const std::size_t at = static_cast<std::size_t>(from % capacity);
-    const std::size_t piece =
-        static_cast<std::size_t>(std::min<std::uint64_t>(header_->head - from, capacity - at));
-    object_.discard(data_offset_ + at, piece);
+    const std::uint64_t at = from % capacity;
+    const std::uint64_t piece = std::min(header_->head - from, capacity - at);
+    if (at + piece > warm_bytes) {
+      const std::uint64_t start = std::max(at, warm_bytes);
+      object_.discard(data_offset_ + static_cast<std::size_t>(start),
+                      static_cast<std::size_t>(at + piece - start));
+    }
     from += piece;
   }
-  header_->discarded = header_->head;
+  header_->released = header_->head;
+}
+
+void message_ring::note_written(std::uint64_t position, std::size_t size) noexcept {
+  const std::uint64_t capacity = header_->capacity;
+  const std::uint64_t at = position % capacity;
+  const std::uint64_t end = size >= capacity - at ? capacity : at + size;
+  if (end > header_->touched) header_->touched = end;
+}
+
+void message_ring::give_back_read_memory() noexcept {
+  // Past the warm start, the pages messages passed through would otherwise stay allocated: a
+  // queue that once held 1 GiB would hold on to it. They are given back once the ring is
+  // empty again (one system call, and only after the ring went past its warm start).
+  if (header_->touched <= warm_bytes) return;
+  object_.discard(data_offset_ + warm_bytes, header_->touched - warm_bytes);
+  header_->touched = warm_bytes;
 }
 
 }  // namespace multiproc::detail

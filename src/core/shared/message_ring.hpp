@@ -30,6 +30,8 @@ struct holder_table {
     std::uint64_t reserved;
   };
   entry entries[slots];
+  /// Entries past this one have never been used: scans stop here (a queue has few holders).
+  std::uint64_t used;
 
   /// `process` holds one more handle; `adopting`: one the sender counted for it already, if
   /// any (then nothing changes but who counted it). Throws state_error when 256 live processes
@@ -60,7 +62,8 @@ struct ring_header {
   std::uint64_t items;       ///< messages in the ring
   std::uint64_t maxsize;     ///< most messages it may hold (0: as many as fit)
   std::uint64_t unfinished;  ///< joinable queues: put and not yet task_done
-  std::uint64_t discarded;   ///< memory before this position has been given back
+  std::uint64_t touched;     ///< the data area's pages past warm_bytes up to here may be in use
+  std::uint64_t released;    ///< while streaming: read memory before this position given back
   std::uint64_t shared;      ///< it has been handed to another process (end of stream can come)
   holder_table holders;
 };
@@ -83,13 +86,16 @@ class message_ring {
   bool empty() const noexcept { return header_->items == 0; }
   /// Appends a message (has_room() must hold).
   void push(std::uint64_t fingerprint, const char* data, std::size_t size);
-  /// Removes the oldest message (not empty()) into `out`; returns its fingerprint.
-  std::uint64_t pop(std::string& out);
+  /// Removes the oldest message (not empty()) into `out` (its first `length` bytes, the string
+  /// grown as needed, never shrunk); returns its fingerprint.
+  std::uint64_t pop(std::string& out, std::size_t& length);
 
  private:
   void copy_in(std::uint64_t position, const char* from, std::size_t size);
   void copy_out(std::uint64_t position, char* to, std::size_t size);
+  void note_written(std::uint64_t position, std::size_t size) noexcept;
   void give_back_read_memory() noexcept;
+  void give_back_passed_memory() noexcept;
 
   shared_object& object_;
   ring_header* header_;

@@ -10,6 +10,7 @@
 
 #include "../../os/sync.hpp"
 #include "../protocol/call.hpp"
+#include "../protocol/codec.hpp"
 #include "../protocol/frame.hpp"
 #include "message_ring.hpp"
 #include "shared_object.hpp"
@@ -22,7 +23,8 @@ constexpr std::size_t header_size = 16384;
 /// Payload layout: the duplex flag, ring 0's header, ring 1's header, then their data areas.
 constexpr std::size_t duplex_flag_at = 0;
 constexpr std::size_t ring_header_at[2] = {64, 64 + header_size};
-constexpr std::size_t ring_data_at[2] = {64 + 2 * header_size, 64 + 2 * header_size + ring_capacity};
+constexpr std::size_t ring_data_at[2] = {64 + 2 * header_size,
+                                         64 + 2 * header_size + ring_capacity};
 static_assert(64 + sizeof(ring_header) <= ring_header_at[1]);
 constexpr std::chrono::milliseconds liveness_slice{100};
 using clock = std::chrono::steady_clock;
@@ -73,11 +75,15 @@ class pipe_end {
     object_->sync().wake_all();
   }
 
-  void recv(std::uint64_t fingerprint, std::string& out) {
-    shared_lock lock(*object_);
-    wait_readable_locked(lock, std::nullopt);
-    const std::uint64_t sent_as = incoming().pop(out);
-    object_->sync().wake_all();
+  /// Takes the next message into `out`'s first `length` bytes. Throws as recv().
+  void recv(std::uint64_t fingerprint, std::string& out, std::size_t& length) {
+    std::uint64_t sent_as = 0;
+    {
+      shared_lock lock(*object_);
+      wait_readable_locked(lock, std::nullopt);
+      sent_as = incoming().pop(out, length);
+      object_->sync().wake_all();
+    }
     if (sent_as != fingerprint) {
       throw serialization_error(
           serialization_error::phase::decode_message,
@@ -143,9 +149,9 @@ class pipe_end {
       }
       if (deadline && clock::now() >= *deadline) return false;
       // A holder that ends wakes nobody: look again every slice.
-      const auto slice = deadline ? std::min<std::chrono::nanoseconds>(liveness_slice,
-                                                                       *deadline - clock::now())
-                                  : std::chrono::nanoseconds(liveness_slice);
+      const auto slice =
+          deadline ? std::min<std::chrono::nanoseconds>(liveness_slice, *deadline - clock::now())
+                   : std::chrono::nanoseconds(liveness_slice);
       lock.wait(slice);
       check_open_locked();
     }
@@ -162,25 +168,39 @@ class pipe_end {
 };
 
 std::pair<std::shared_ptr<pipe_end>, std::shared_ptr<pipe_end>> make_pipe(bool duplex) {
-  auto object = std::make_shared<shared_object>(shared_object::create(
-      shared_object::kind::pipe, ring_data_at[1] + ring_capacity, true));
+  auto object = std::make_shared<shared_object>(
+      shared_object::create(shared_object::kind::pipe, ring_data_at[1] + ring_capacity, true));
   object->make_usable(0, ring_data_at[0]);
   *reinterpret_cast<std::uint64_t*>(object->payload() + duplex_flag_at) = duplex ? 1 : 0;
   for (int r = 0; r < 2; ++r)
     message_ring(*object, ring_header_at[r], ring_data_at[r]).initialise(ring_capacity, 0);
   os::holder_count held[2] = {os::make_holder_count(), os::make_holder_count()};
-  auto first = std::make_shared<pipe_end>(object, 0, std::move(held[0].hold),
-                                          std::move(held[1].watch));
-  auto second = std::make_shared<pipe_end>(object, 1, std::move(held[1].hold),
-                                           std::move(held[0].watch));
+  auto first =
+      std::make_shared<pipe_end>(object, 0, std::move(held[0].hold), std::move(held[1].watch));
+  auto second =
+      std::make_shared<pipe_end>(object, 1, std::move(held[1].hold), std::move(held[0].watch));
   return {std::move(first), std::move(second)};
 }
 
-void pipe_send(pipe_end& end, std::uint64_t fingerprint, std::string_view bytes) {
-  end.send(fingerprint, bytes);
+void pipe_send(pipe_end& end, const message_codec& codec, const void* value) {
+  message_buffer encoded;
+  encode_value(encoded, codec, value);
+  end.send(codec.fingerprint, std::string_view(encoded.bytes().data(), encoded.length));
 }
-void pipe_recv(pipe_end& end, std::uint64_t fingerprint, std::string& out) {
-  end.recv(fingerprint, out);
+void pipe_recv(pipe_end& end, const message_codec& codec, void* value) {
+  message_buffer taken;
+  end.recv(codec.fingerprint, taken.bytes(), taken.length);
+  decode_value(taken.bytes().data(), taken.length, codec, value);
+}
+void pipe_send_bytes(pipe_end& end, std::span<const std::byte> bytes) {
+  end.send(bytes_fingerprint,
+           std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+}
+std::vector<std::byte> pipe_recv_bytes(pipe_end& end) {
+  message_buffer taken;
+  end.recv(bytes_fingerprint, taken.bytes(), taken.length);
+  const auto* first = reinterpret_cast<const std::byte*>(taken.bytes().data());
+  return std::vector<std::byte>(first, first + taken.length);
 }
 bool pipe_poll(pipe_end& end, std::optional<std::chrono::nanoseconds> timeout) {
   return end.poll(timeout);

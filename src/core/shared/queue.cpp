@@ -14,6 +14,7 @@
 
 #include "../../os/sync.hpp"
 #include "../protocol/call.hpp"
+#include "../protocol/codec.hpp"
 #include "message_ring.hpp"
 #include "shared_object.hpp"
 
@@ -62,9 +63,12 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
     }
   }
 
-  bool put(std::uint64_t fingerprint, const std::string& bytes,
+  bool put(const message_codec& codec, const void* value,
            std::optional<std::chrono::nanoseconds> timeout) {
     ensure_created();
+    message_buffer encoded;  // encoded before the lock is taken: no user code under it
+    encode_value(encoded, codec, value);
+    const std::string_view bytes(encoded.bytes().data(), encoded.length);
     shared_lock lock(*object_);
     check_open_locked();
     hold_if_forked_locked();
@@ -81,7 +85,7 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
       lock.wait(next_wait(deadline, std::chrono::hours(1)));
       check_open_locked();
     }
-    ring_->push(fingerprint, bytes.data(), bytes.size());
+    ring_->push(codec.fingerprint, bytes.data(), bytes.size());
     ++ring_->header().unfinished;
     object_->sync().wake_all();
     return true;
@@ -89,10 +93,24 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
 
   /// False on timeout; throws closed_error at end of stream, serialization_error on a message
   /// of another type (which is taken out: it can never be read as this one).
-  bool get(std::uint64_t fingerprint, std::string& out,
+  bool get(const message_codec& codec, void* value,
            std::optional<std::chrono::nanoseconds> timeout) {
     ensure_created();
-    shared_lock lock(*object_);
+    message_buffer taken;
+    std::uint64_t sent_as = 0;
+    {
+      shared_lock lock(*object_);
+      if (!take_locked(lock, taken, sent_as, timeout)) return false;
+    }
+    // Decoded after the lock is released: no user code under it.
+    check_type(sent_as, codec.fingerprint);
+    decode_value(taken.bytes().data(), taken.length, codec, value);
+    return true;
+  }
+
+ private:
+  bool take_locked(shared_lock& lock, message_buffer& taken, std::uint64_t& sent_as,
+                   std::optional<std::chrono::nanoseconds> timeout) {
     check_open_locked();
     hold_if_forked_locked();
     if (!has_put_) stop_holding_locked();  // a consumer: it keeps no other consumer waiting
@@ -111,18 +129,19 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
       look_for_dead_holders = clock::now() - before >= liveness_slice;
       check_open_locked();
     }
-    const std::uint64_t sent_as = ring_->pop(out);
+    sent_as = ring_->pop(taken.bytes(), taken.length);
     object_->sync().wake_all();  // a producer may wait for room
-    if (sent_as != fingerprint) {
-      throw serialization_error(
-          serialization_error::phase::decode_message,
-          sent_as == bytes_fingerprint
-              ? "the item was put as raw bytes, not as this queue's type"
-              : "the item was put as another type than this queue's (type fingerprints differ)");
-    }
     return true;
   }
 
+  static void check_type(std::uint64_t sent_as, std::uint64_t expected) {
+    if (sent_as == expected) return;
+    throw serialization_error(
+        serialization_error::phase::decode_message,
+        "the item was put as another type than this queue's (type fingerprints differ)");
+  }
+
+ public:
   std::size_t size() {
     ensure_created();
     shared_lock lock(*object_);
@@ -220,8 +239,8 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
   void ensure_created() {
     std::call_once(created_, [&] {
       if (object_) return;  // imported
-      object_ = shared_object::create(shared_object::kind::queue, ring_data_at + queue_capacity,
-                                      true);
+      object_ =
+          shared_object::create(shared_object::kind::queue, ring_data_at + queue_capacity, true);
       ring_.emplace(*object_, ring_header_at, ring_data_at);
       ring_->initialise(queue_capacity, maxsize_);
       const os::process_stamp self = os::this_process_stamp();
@@ -279,13 +298,13 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
 std::shared_ptr<queue_core> make_queue(std::size_t maxsize) {
   return std::make_shared<queue_core>(maxsize);
 }
-bool queue_put(queue_core& q, std::uint64_t fingerprint, const std::string& bytes,
+bool queue_put(queue_core& q, const message_codec& codec, const void* value,
                std::optional<std::chrono::nanoseconds> timeout) {
-  return q.put(fingerprint, bytes, timeout);
+  return q.put(codec, value, timeout);
 }
-bool queue_get(queue_core& q, std::uint64_t fingerprint, std::string& out,
+bool queue_get(queue_core& q, const message_codec& codec, void* value,
                std::optional<std::chrono::nanoseconds> timeout) {
-  return q.get(fingerprint, out, timeout);
+  return q.get(codec, value, timeout);
 }
 std::size_t queue_size(queue_core& q) {
   return q.size();

@@ -78,8 +78,7 @@ shared_object shared_object::import(kind what, std::string_view exported) {
     if (header.magic != object_magic || header.what != what || header.size != size) {
       throw std::runtime_error("the shared memory does not hold the expected object");
     }
-    object.sync_ =
-        os::shared_sync::adopt(object.block_.data() + sync_offset, std::move(handles));
+    object.sync_ = os::shared_sync::adopt(object.block_.data() + sync_offset, std::move(handles));
   } catch (const serialization_error&) {
     throw;
   } catch (const std::exception& e) {
