@@ -80,6 +80,48 @@ void process_items(mp::joinable_queue<int> q, int count, mp::queue<int> done) {
   }
 }
 
+/// An item whose encoding or decoding stops half-way in a process that asks it to: its bytes
+/// are past the in-place threshold, so a process stalled in it holds the ring's writer or
+/// reader claim -- and is then killed there.
+bool stall_in_save = false;
+bool stall_in_load = false;
+mp::queue<int>* stalled_signal = nullptr;
+[[noreturn]] void signal_stalled_and_wait_forever() {
+  stalled_signal->put(1);
+  for (;;)
+    std::this_thread::sleep_for(std::chrono::hours(1));  // killed here by the test
+}
+struct stalling_item {
+  std::vector<char> head;
+  std::vector<char> tail;
+  template <class Archive>
+  void save(Archive& archive) const {
+    archive(head);
+    if (stall_in_save) signal_stalled_and_wait_forever();
+    archive(tail);
+  }
+  template <class Archive>
+  void load(Archive& archive) {
+    archive(head);
+    if (stall_in_load) signal_stalled_and_wait_forever();
+    archive(tail);
+  }
+};
+stalling_item make_stalling_item(char fill) {
+  return {std::vector<char>(std::size_t{3} << 20, fill), std::vector<char>(4096, fill)};
+}
+
+void put_and_stall_half_way(mp::queue<stalling_item> q, mp::queue<int> stalled) {
+  stalled_signal = &stalled;
+  stall_in_save = true;
+  q.put(make_stalling_item('w'));
+}
+void get_and_stall_half_way(mp::queue<stalling_item> q, mp::queue<int> stalled) {
+  stalled_signal = &stalled;
+  stall_in_load = true;
+  (void)q.get();
+}
+
 class queue_conformance : public multiproc_test::method_test {
  protected:
   template <class F, class... Args>
@@ -232,6 +274,15 @@ TEST_P(queue_conformance, an_item_of_another_type_is_a_serialization_error_not_g
   ASSERT_TRUE(mp::detail::queue_get(*core, mp::detail::codec_of<int>(), &value, std::nullopt));
   EXPECT_EQ(value, 7);
   EXPECT_EQ(q.get(), 1);
+  // The same for a large item, read in place.
+  const std::string large(std::size_t{2} << 20, 'x');
+  ASSERT_TRUE(
+      mp::detail::queue_put(*core, mp::detail::codec_of<std::string>(), &large, std::nullopt));
+  ASSERT_TRUE(mp::detail::queue_put(*core, mp::detail::codec_of<int>(), &seven, std::nullopt));
+  EXPECT_THROW(mp::detail::queue_get(*core, mp::detail::codec_of<int>(), &value, std::nullopt),
+               mp::serialization_error);
+  ASSERT_TRUE(mp::detail::queue_get(*core, mp::detail::codec_of<int>(), &value, std::nullopt));
+  EXPECT_EQ(value, 7);
 }
 
 TEST_P(queue_conformance, a_producer_killed_mid_put_leaves_whole_items_only) {
@@ -257,6 +308,73 @@ TEST_P(queue_conformance, a_producer_killed_mid_put_leaves_whole_items_only) {
       break;  // the producer is known to be gone
     }
   }
+}
+
+TEST_P(queue_conformance, a_producer_killed_while_writing_in_place_blocks_no_other_producer) {
+  // Killed half-way through encoding a large item straight into the ring (holding its writer
+  // claim): the item was never there, and the next producers go on after it.
+  mp::queue<stalling_item> q;
+  mp::queue<int> stalled;
+  auto producer = start(put_and_stall_half_way, q, stalled);
+  ASSERT_EQ(stalled.get(30s), 1);  // a hang guard
+  producer.kill();
+  producer.join();
+  q.put(make_stalling_item('a'));  // waits out the dead claim (one liveness slice)
+  q.put(stalling_item{{'b'}, {'b'}});
+  const auto first = q.get(30s);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->head, std::vector<char>(std::size_t{3} << 20, 'a'));
+  EXPECT_EQ(first->tail, std::vector<char>(4096, 'a'));
+  const auto second = q.get(30s);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->head, std::vector<char>{'b'});
+  EXPECT_TRUE(q.empty());
+}
+
+TEST_P(queue_conformance, a_consumer_killed_while_reading_in_place_loses_no_item) {
+  // Killed half-way through decoding a large item straight out of the ring (holding its reader
+  // claim): the item was not taken, and the next consumer gets it whole.
+  mp::queue<stalling_item> q;
+  mp::queue<int> stalled;
+  q.put(make_stalling_item('r'));
+  q.put(stalling_item{{'s'}, {'s'}});
+  auto consumer = start(get_and_stall_half_way, q, stalled);
+  ASSERT_EQ(stalled.get(30s), 1);
+  consumer.kill();
+  consumer.join();
+  const auto first = q.get(30s);  // waits out the dead claim (one liveness slice)
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->head, std::vector<char>(std::size_t{3} << 20, 'r'));
+  EXPECT_EQ(first->tail, std::vector<char>(4096, 'r'));
+  const auto second = q.get(30s);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->head, std::vector<char>{'s'});
+}
+
+TEST_P(queue_conformance, large_items_wrapping_around_the_ring_end_cross_whole) {
+  // A queue that never empties (one small item always waits in it) moves on through its
+  // 1 GiB ring: 48 MiB items, which do not divide it, end up split across the ring's end --
+  // written and read in place in two stretches.
+  mp::queue<std::vector<char>> q;
+  constexpr std::size_t size = std::size_t{48} << 20;
+  auto item_number = [](const std::vector<char>& item) { return static_cast<int>(item[0]); };
+  auto make = [&](int n) {
+    std::vector<char> item(size, static_cast<char>(n));
+    item.back() = static_cast<char>(~n);
+    return item;
+  };
+  q.put(std::vector<char>{0});
+  for (int n = 1; n <= 24; ++n) {  // 24 x 48 MiB: past 1 GiB
+    q.put(make(n));
+    const auto small = q.get();
+    ASSERT_EQ(small.size(), 1u);
+    const auto large = q.get();
+    ASSERT_EQ(large.size(), size);
+    ASSERT_EQ(item_number(large), n);
+    ASSERT_TRUE(large == make(n));  // not EXPECT_EQ: 48 MiB would be printed on failure
+    q.put(std::vector<char>{0});
+  }
+  EXPECT_EQ(q.get().size(), 1u);
 }
 
 TEST_P(queue_conformance, large_items_cross_whole) {

@@ -3,9 +3,11 @@
 // and src/win32/sync.cpp.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -76,12 +78,20 @@ class shared_sync {
   /// With the lock held: releases it, sleeps until wake_all() or `timeout` (or spuriously), and
   /// takes it again (the outcome of that). Throws std::system_error.
   outcome wait(std::optional<std::chrono::nanoseconds> timeout);
-  /// With the lock held: wakes every process waiting in wait().
+  /// With the lock held: wakes every process waiting in wait(). Linux: the wake-up is made
+  /// when the lock is released, so that the woken find it free.
   void wake_all() noexcept;
+
+  /// How long this process spins before it sleeps (Linux; adapts as spins pay off or not).
+  struct spin_budget {
+    std::atomic<std::int32_t> nanoseconds{20000};
+    std::atomic<std::uint32_t> skipped{0};
+  };
 
  private:
   void* memory_ = nullptr;
   std::vector<owned_handle> handles_;
+  std::unique_ptr<spin_budget> spin_;
 };
 
 }  // namespace multiproc::detail::os

@@ -27,6 +27,9 @@ struct state {
   /// Processes in wait(), counted under the mutex, so wake_all() makes the system call only
   /// when someone sleeps.
   std::atomic<std::uint32_t> sleepers;
+  /// Set by wake_all() under the mutex; the system call is made by unlock(), after the mutex
+  /// is released, so that the woken find it free rather than sleep again on it at once.
+  std::atomic<std::uint32_t> wake_pending;
 };
 static_assert(sizeof(state) <= shared_sync::memory_size);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
@@ -37,8 +40,14 @@ state& state_at(void* memory) {
 
 /// Waking a process asleep on another CPU costs tens of microseconds on the machines this
 /// runs on (a cross-CPU wake-up), more than most critical sections and most waits for a
-/// message take: a process spins this long on the lock or for a wake-up before it sleeps.
-constexpr std::chrono::microseconds spin_limit{20};
+/// message take: a process spins up to this long on the lock or for a wake-up before it
+/// sleeps. But a spin only pays while the other side runs on another CPU: when both share one
+/// (a busy machine), the spin is time the other side cannot use. So the spin adapts, per
+/// process and object: it grows while spins succeed and halves (down to none, with a short
+/// probe now and then) while they fail.
+constexpr std::int32_t spin_limit_ns = 20000;
+constexpr std::int32_t probe_spin_ns = 2000;
+constexpr std::uint32_t probe_every = 16;
 
 inline void relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -48,15 +57,27 @@ inline void relax() noexcept {
 #endif
 }
 
-/// Spins until `done()` or spin_limit passes; true if done.
+/// Spins until `done()` or for the spin's current budget; true if done. Adapts the budget.
 template <class Done>
-bool spin_until(Done done) noexcept {
+bool spin_until(shared_sync::spin_budget& budget, Done done) noexcept {
   if (done()) return true;  // the common case: no clock read at all
-  const auto give_up = std::chrono::steady_clock::now() + spin_limit;
+  std::int32_t allowed = budget.nanoseconds.load(std::memory_order_relaxed);
+  if (allowed == 0) {
+    if (budget.skipped.fetch_add(1, std::memory_order_relaxed) % probe_every != 0) return false;
+    allowed = probe_spin_ns;
+  }
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::nanoseconds(allowed);
   for (unsigned i = 1;; ++i) {
     relax();
-    if (done()) return true;
-    if (i % 64 == 0 && std::chrono::steady_clock::now() >= give_up) return false;
+    if (done()) {
+      budget.nanoseconds.store(std::min(spin_limit_ns, allowed + allowed / 2 + 1000),
+                               std::memory_order_relaxed);
+      return true;
+    }
+    if (i % 64 == 0 && std::chrono::steady_clock::now() >= give_up) {
+      budget.nanoseconds.store(allowed / 2 < 1000 ? 0 : allowed / 2, std::memory_order_relaxed);
+      return false;
+    }
   }
 }
 
@@ -104,8 +125,10 @@ shared_sync shared_sync::create(void* memory) {
   if (rc != 0) throw std::system_error(rc, std::generic_category(), "multiproc: shared lock");
   s->sequence.store(0);
   s->sleepers.store(0);
+  s->wake_pending.store(0);
   shared_sync made;
   made.memory_ = memory;
+  made.spin_ = std::make_unique<spin_budget>();
   return made;
 }
 
@@ -113,6 +136,7 @@ shared_sync shared_sync::adopt(void* memory, std::vector<owned_handle> handles) 
   shared_sync adopted;
   adopted.memory_ = memory;
   adopted.handles_ = std::move(handles);
+  adopted.spin_ = std::make_unique<spin_budget>();
   return adopted;
 }
 
@@ -120,7 +144,7 @@ shared_sync::outcome shared_sync::lock(std::optional<std::chrono::nanoseconds> t
   auto& s = state_at(memory_);
   // glibc's robust mutexes sleep at the first collision: spin a little on trylock first.
   int tried = EBUSY;
-  if (spin_until([&] { return (tried = pthread_mutex_trylock(&s.mutex)) != EBUSY; })) {
+  if (spin_until(*spin_, [&] { return (tried = pthread_mutex_trylock(&s.mutex)) != EBUSY; })) {
     return interpret(tried, s.mutex);
   }
   if (!timeout) return interpret(pthread_mutex_lock(&s.mutex), s.mutex);
@@ -129,15 +153,23 @@ shared_sync::outcome shared_sync::lock(std::optional<std::chrono::nanoseconds> t
 }
 
 void shared_sync::unlock() noexcept {
-  pthread_mutex_unlock(&state_at(memory_).mutex);
+  auto& s = state_at(memory_);
+  const bool wake = s.wake_pending.exchange(0) != 0;
+  pthread_mutex_unlock(&s.mutex);
+  // A sleeper counted after this look had seen the sequence before wake_all() bumped it (it
+  // read it under the mutex): its futex call returns at once.
+  if (wake && s.sleepers.load() != 0) {
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&s.sequence), FUTEX_WAKE, INT_MAX,
+              nullptr, nullptr, 0);
+  }
 }
 
 shared_sync::outcome shared_sync::wait(std::optional<std::chrono::nanoseconds> timeout) {
   auto& s = state_at(memory_);
   const std::uint32_t seen = s.sequence.load();
-  pthread_mutex_unlock(&s.mutex);
+  unlock();
   // A wake-up that comes within the spin costs no system call on either side.
-  if (!spin_until([&] { return s.sequence.load() != seen; })) {
+  if (!spin_until(*spin_, [&] { return s.sequence.load() != seen; })) {
     // Counted before the last look: a wake_all() after it sees a sleeper and makes the call;
     // one before it changed the sequence, and the futex returns at once. Not FUTEX_PRIVATE:
     // the word is in memory other processes map.
@@ -153,10 +185,7 @@ shared_sync::outcome shared_sync::wait(std::optional<std::chrono::nanoseconds> t
 void shared_sync::wake_all() noexcept {
   auto& s = state_at(memory_);
   s.sequence.fetch_add(1);
-  if (s.sleepers.load() != 0) {
-    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&s.sequence), FUTEX_WAKE, INT_MAX,
-              nullptr, nullptr, 0);
-  }
+  s.wake_pending.store(1);  // the call itself is made by unlock()
 }
 
 }  // namespace multiproc::detail::os

@@ -12,19 +12,43 @@ namespace multiproc::detail {
 
 namespace {
 
-/// Writes into a std::string; past spill_threshold (when allowed) moves everything into a
-/// shared block and goes on there, so a huge payload is written once, straight into memory
-/// the other process maps.
-class spill_buffer final : public std::streambuf {
+/// The pool's spill target: a shared block the peer maps, created at the spill and doubled as
+/// it fills.
+class block_spill final : public spill_target {
  public:
-  void reset(std::string* out, std::size_t start, bool allow_block, os::shared_block* block,
-             std::size_t* block_size) {
-    out_ = out;
-    start_ = start;
-    allow_ = allow_block && block != nullptr && os::shared_block::supported();
+  void reset(os::shared_block* block, std::size_t* block_size) {
     block_ = block;
     block_size_ = block_size;
     used_ = 0;
+  }
+  void begin(std::string_view buffered, std::size_t incoming) override {
+    *block_ = os::shared_block::create(std::max(buffered.size() + incoming, 2 * spill_threshold));
+    used_ = 0;
+    write(buffered.data(), buffered.size());
+  }
+  void write(const char* data, std::size_t size) override {
+    if (used_ + size > block_->size()) block_->grow(std::max(used_ + size, block_->size() * 2));
+    block_->write(used_, data, size);
+    used_ += size;
+    *block_size_ = used_;
+  }
+
+ private:
+  os::shared_block* block_ = nullptr;
+  std::size_t* block_size_ = nullptr;
+  std::size_t used_ = 0;
+};
+
+/// Writes into a std::string; once the bytes from `start` would pass `threshold` (when there is
+/// a target), hands them to the spill target and goes on writing there, so a huge payload is
+/// written once, straight into memory the other process reads.
+class spill_buffer final : public std::streambuf {
+ public:
+  void reset(std::string* out, std::size_t start, spill_target* target, std::size_t threshold) {
+    out_ = out;
+    start_ = start;
+    target_ = target;
+    threshold_ = threshold;
     spilled_ = false;
   }
 
@@ -39,45 +63,35 @@ class spill_buffer final : public std::streambuf {
   std::streamsize xsputn(const char* data, std::streamsize count) override {
     const auto n = static_cast<std::size_t>(count);
     if (!spilled_) {
-      if (!allow_ || out_->size() - start_ + n <= spill_threshold) {
+      if (target_ == nullptr || out_->size() - start_ + n <= threshold_) {
         out_->append(data, n);
         return count;
       }
-      spill(n);
+      target_->begin(std::string_view(out_->data() + start_, out_->size() - start_), n);
+      out_->resize(start_);
+      spilled_ = true;
     }
-    if (used_ + n > block_->size()) block_->grow(std::max(used_ + n, block_->size() * 2));
-    block_->write(used_, data, n);
-    used_ += n;
-    *block_size_ = used_;
+    target_->write(data, n);
     return count;
   }
 
  private:
-  void spill(std::size_t incoming) {
-    const std::size_t have = out_->size() - start_;
-    *block_ = os::shared_block::create(std::max(have + incoming, 2 * spill_threshold));
-    block_->write(0, out_->data() + start_, have);
-    used_ = have;
-    *block_size_ = used_;
-    out_->resize(start_);
-    spilled_ = true;
-  }
-
   std::string* out_ = nullptr;
   std::size_t start_ = 0;
-  bool allow_ = false;
-  os::shared_block* block_ = nullptr;
-  std::size_t* block_size_ = nullptr;
-  std::size_t used_ = 0;
+  spill_target* target_ = nullptr;
+  std::size_t threshold_ = 0;
   bool spilled_ = false;
 };
 
 class memory_buffer final : public std::streambuf {
  public:
-  void reset(const char* data, std::size_t size, os::shared_block* consumed) {
+  void reset(const char* data, std::size_t size, os::shared_block* consumed,
+             const char* then = nullptr, std::size_t then_size = 0) {
     begin_ = const_cast<char*>(data);  // read-only use: no put area is ever set
     end_ = begin_ + size;
     consumed_ = consumed;
+    then_ = const_cast<char*>(then);
+    then_size_ = then_size;
     if (consumed_ == nullptr) {
       setg(begin_, begin_, end_);
     } else {
@@ -89,6 +103,13 @@ class memory_buffer final : public std::streambuf {
   // Only a consumed block has windows: each one read is discarded as the next is entered.
   int_type underflow() override {
     if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
+    if (consumed_ == nullptr && then_size_ != 0) {  // the second stretch of a split message
+      begin_ = then_;
+      end_ = then_ + then_size_;
+      then_size_ = 0;
+      setg(begin_, begin_, end_);
+      return traits_type::to_int_type(*gptr());
+    }
     if (consumed_ == nullptr || egptr() == end_) return traits_type::eof();
     char* const finished = eback();
     consumed_->discard(static_cast<std::size_t>(finished - consumed_->data()),
@@ -108,9 +129,12 @@ class memory_buffer final : public std::streambuf {
                         static_cast<std::size_t>(to - from));
     setg(from, from, to);
   }
+  // xsgetn's default reads through underflow(), so a read spanning both stretches works.
   char* begin_ = nullptr;
   char* end_ = nullptr;
   os::shared_block* consumed_ = nullptr;
+  char* then_ = nullptr;
+  std::size_t then_size_ = 0;
 };
 
 struct input_slot {
@@ -122,6 +146,7 @@ struct input_slot {
 
 struct output_slot {
   spill_buffer buffer;
+  block_spill block;
   std::ostream stream{&buffer};
   bool busy = false;
 };
@@ -156,6 +181,14 @@ std::istream& memory_input(const char* data, std::size_t size, os::shared_block*
   return slot.stream;
 }
 
+std::istream& split_input(const char* first, std::size_t first_size, const char* second,
+                          std::size_t second_size) {
+  input_slot& slot = thread_input();
+  slot.buffer.reset(first, first_size, nullptr, second, second_size);
+  slot.stream.clear();
+  return slot.stream;
+}
+
 output_lease::output_lease() {
   if (!thread_output().busy) {
     slot_ = &thread_output();
@@ -173,7 +206,14 @@ output_lease::~output_lease() {
 
 std::ostream& output_lease::open(std::string* out, std::size_t start, bool allow_block,
                                  os::shared_block* block, std::size_t* block_size) {
-  slot_->buffer.reset(out, start, allow_block, block, block_size);
+  const bool spills = allow_block && block != nullptr && os::shared_block::supported();
+  if (spills) slot_->block.reset(block, block_size);
+  return open(out, start, spills ? &slot_->block : nullptr, spill_threshold);
+}
+
+std::ostream& output_lease::open(std::string* out, std::size_t start, spill_target* target,
+                                 std::size_t threshold) {
+  slot_->buffer.reset(out, start, target, threshold);
   slot_->stream.clear();
   return slot_->stream;
 }
@@ -216,11 +256,12 @@ message_buffer::~message_buffer() {
   slot.busy = false;
 }
 
-void encode_value(message_buffer& out, const message_codec& codec, const void* value) {
+void encode_value(message_buffer& out, const message_codec& codec, const void* value,
+                  spill_target* direct, std::size_t threshold) {
   std::string& bytes = out.bytes();
   bytes.clear();  // keeps the capacity: no fresh pages for a message like the last one
   output_lease lease;
-  std::ostream& stream = lease.open(&bytes, 0);
+  std::ostream& stream = lease.open(&bytes, 0, direct, threshold);
   try {
     codec.write(stream, value);
   } catch (const error&) {
@@ -234,9 +275,10 @@ void encode_value(message_buffer& out, const message_codec& codec, const void* v
   out.length = bytes.size();
 }
 
-void decode_value(const char* data, std::size_t size, const message_codec& codec, void* value) {
+void decode_value(const char* data, std::size_t size, const message_codec& codec, void* value,
+                  const char* then, std::size_t then_size) {
   try {
-    codec.read(memory_input(data, size), value);
+    codec.read(split_input(data, size, then, then_size), value);
   } catch (const error&) {
     throw;
   } catch (const std::exception& e) {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <string_view>
 
 #include "../../os/shared_block.hpp"
 
@@ -23,6 +24,24 @@ inline constexpr std::size_t spill_threshold = 128 * 1024;
 /// the system (discard()), so a huge argument is not held twice while it is decoded.
 std::istream& memory_input(const char* data, std::size_t size,
                            os::shared_block* consumed = nullptr);
+
+/// Reads [first, first + first_size) then [second, second + second_size) as one stream (a
+/// message that wraps around a ring's end), reused per thread.
+std::istream& split_input(const char* first, std::size_t first_size, const char* second,
+                          std::size_t second_size);
+
+/// Where an encoding goes once it grows past its threshold (output_lease::open): a shared
+/// block (a pool payload), a message ring (a large queue item). May throw; the encoding then
+/// fails with what it threw.
+class spill_target {
+ public:
+  virtual ~spill_target() = default;
+  /// The encoding passed the threshold: `buffered` is what it wrote so far, and `incoming`
+  /// bytes are about to follow (a hint for sizing).
+  virtual void begin(std::string_view buffered, std::size_t incoming) = 0;
+  /// The next bytes, after begin().
+  virtual void write(const char* data, std::size_t size) = 0;
+};
 
 struct output_slot;
 /// A stream writing into a string, leased for one scope: each thread keeps one (streams are
@@ -39,6 +58,11 @@ class output_lease {
   /// then, `*block_size` tracking the bytes written) and `out` is cut back to `start`.
   std::ostream& open(std::string* out, std::size_t start, bool allow_block = false,
                      os::shared_block* block = nullptr, std::size_t* block_size = nullptr);
+  /// Points the stream at `out` from `start` on; with a `target`, once the bytes from `start`
+  /// would pass `threshold` they go to the target (begin(), then write()) and `out` is cut
+  /// back to `start`.
+  std::ostream& open(std::string* out, std::size_t start, spill_target* target,
+                     std::size_t threshold);
 
  private:
   output_slot* slot_;
@@ -64,10 +88,14 @@ class message_buffer {
 };
 
 struct message_codec;
-/// Encodes `*value` with `codec` into `out`. Throws serialization_error (encode_message).
-void encode_value(message_buffer& out, const message_codec& codec, const void* value);
-/// Decodes [data, data + size) with `codec` into `*value`. Throws serialization_error
-/// (decode_message).
-void decode_value(const char* data, std::size_t size, const message_codec& codec, void* value);
+/// Encodes `*value` with `codec` into `out` -- or, with a `direct` target, past `threshold`
+/// bytes into that target (`out` then holds nothing). Throws serialization_error
+/// (encode_message); what the target throws passes through as it is.
+void encode_value(message_buffer& out, const message_codec& codec, const void* value,
+                  spill_target* direct = nullptr, std::size_t threshold = 0);
+/// Decodes [data, data + size), then [then, then + then_size), with `codec` into `*value`.
+/// Throws serialization_error (decode_message).
+void decode_value(const char* data, std::size_t size, const message_codec& codec, void* value,
+                  const char* then = nullptr, std::size_t then_size = 0);
 
 }  // namespace multiproc::detail

@@ -175,8 +175,15 @@ std::uint64_t message_ring::pop(std::string& out, std::size_t& length) {
   length = static_cast<std::size_t>(head.size);
   if (out.size() < length) out.resize(length);  // only ever grown: a reused buffer stays warm
   copy_out(header_->head + sizeof head, out.data(), length);
-  header_->head += footprint(length);
-  if (--header_->items == 0) {
+  remove_oldest(length);
+  return head.fingerprint;
+}
+
+void message_ring::remove_oldest(std::size_t size) {
+  header_->head += footprint(size);
+  // With a large message being written after the tail, the ring is not really empty: nothing
+  // moves and nothing is given back under the writer's feet.
+  if (--header_->items == 0 && header_->writer.active == 0) {
     // Empty: the next message starts at the data area's start again, in pages still warm.
     const std::uint64_t capacity = header_->capacity;
     header_->head = header_->tail = (header_->tail + capacity - 1) / capacity * capacity;
@@ -185,7 +192,97 @@ std::uint64_t message_ring::pop(std::string& out, std::size_t& length) {
   } else if (header_->head - header_->released >= release_stride) {
     give_back_passed_memory();
   }
-  return head.fingerprint;
+}
+
+// ---- claims -----------------------------------------------------------------------------------
+
+namespace {
+bool held(ring_claim& claim, bool check_liveness) noexcept {
+  if (claim.active == 0) return false;
+  if (check_liveness && !os::still_running({claim.pid, claim.started})) {
+    claim = {};
+    return false;
+  }
+  return true;
+}
+ring_claim claim_for_this_process() noexcept {
+  const os::process_stamp self = os::this_process_stamp();
+  return {self.pid, self.started, 1};
+}
+/// A writer is handed at most this much at a time: on Windows each window is committed as it
+/// is handed out, so an item never commits much more than its size.
+constexpr std::size_t window_limit = std::size_t{4} << 20;
+}  // namespace
+
+bool message_ring::writing(bool check_liveness) noexcept {
+  return held(header_->writer, check_liveness);
+}
+
+bool message_ring::reading(bool check_liveness) noexcept {
+  return held(header_->reader, check_liveness);
+}
+
+std::size_t message_ring::oldest_size() const {
+  message_head head{};
+  const_cast<message_ring*>(this)->copy_out(header_->head, reinterpret_cast<char*>(&head),
+                                            sizeof head);
+  return static_cast<std::size_t>(head.size);
+}
+
+message_ring::stretches message_ring::start_reading() {
+  message_head head{};
+  copy_out(header_->head, reinterpret_cast<char*>(&head), sizeof head);
+  const std::size_t size = static_cast<std::size_t>(head.size);
+  const std::size_t capacity = header_->capacity;
+  const std::size_t at = static_cast<std::size_t>((header_->head + sizeof head) % capacity);
+  const std::size_t first = std::min(size, capacity - at);
+  char* const data = object_.payload() + data_offset_;
+  object_.make_usable(data_offset_ + at, first);
+  if (size > first) object_.make_usable(data_offset_, size - first);
+  header_->reader = claim_for_this_process();
+  return {data + at, first, data, size - first, head.fingerprint};
+}
+
+void message_ring::finish_reading() {
+  header_->reader = {};
+  remove_oldest(oldest_size());
+}
+
+void message_ring::start_writing() {
+  if (header_->items == 0 && header_->reader.active == 0) {
+    // Empty: the message starts at the data area's start, in pages still warm.
+    const std::uint64_t capacity = header_->capacity;
+    header_->head = header_->tail = (header_->tail + capacity - 1) / capacity * capacity;
+    header_->released = header_->head;
+  }
+  header_->writer = claim_for_this_process();
+}
+
+char* message_ring::write_window(std::size_t offset, std::size_t& length) {
+  const std::uint64_t capacity = header_->capacity;
+  const std::uint64_t in_use = header_->tail - header_->head + sizeof(message_head) + offset;
+  length = 0;
+  if (in_use >= capacity) return nullptr;
+  const std::uint64_t position = header_->tail + sizeof(message_head) + offset;
+  const std::size_t at = static_cast<std::size_t>(position % capacity);
+  length = static_cast<std::size_t>(
+      std::min<std::uint64_t>({capacity - in_use, capacity - at, window_limit}));
+  note_written(position, length);
+  object_.make_usable(data_offset_ + at, length);
+  return object_.payload() + data_offset_ + at;
+}
+
+void message_ring::finish_writing(std::uint64_t fingerprint, std::size_t size) {
+  const message_head head{size, fingerprint};
+  note_written(header_->tail, footprint(size));
+  copy_in(header_->tail, reinterpret_cast<const char*>(&head), sizeof head);
+  header_->tail += footprint(size);
+  ++header_->items;
+  header_->writer = {};
+}
+
+void message_ring::abandon_writing() noexcept {
+  header_->writer = {};
 }
 
 void message_ring::give_back_passed_memory() noexcept {
@@ -218,6 +315,70 @@ void message_ring::give_back_read_memory() noexcept {
   if (header_->touched <= warm_bytes) return;
   object_.discard(data_offset_ + warm_bytes, header_->touched - warm_bytes);
   header_->touched = warm_bytes;
+}
+
+// ---- writing and reading in place ------------------------------------------------------------
+
+ring_writer::~ring_writer() {
+  if (!claimed_) return;
+  try {
+    shared_lock lock(object_);
+    ring_.abandon_writing();
+    object_.sync().wake_all();  // another writer may wait for the claim
+  } catch (...) {
+  }
+}
+
+void ring_writer::begin(std::string_view buffered, std::size_t) {
+  {
+    shared_lock lock(object_);
+    wait_to_claim(lock);
+    ring_.start_writing();
+    claimed_ = true;
+  }
+  write(buffered.data(), buffered.size());
+}
+
+void ring_writer::write(const char* data, std::size_t size) {
+  while (size > 0) {
+    if (left_ == 0) next_window();
+    const std::size_t piece = std::min(size, left_);
+    std::memcpy(window_, data, piece);
+    window_ += piece;
+    left_ -= piece;
+    written_ += piece;
+    data += piece;
+    size -= piece;
+  }
+}
+
+void ring_writer::next_window() {
+  shared_lock lock(object_);
+  for (;;) {
+    window_ = ring_.write_window(written_, left_);
+    if (left_ != 0) return;
+    // Full with nothing but this message in it: it can never fit.
+    if (ring_.header().items == 0) too_large(written_ + 1);
+    wait_for_room(lock);
+  }
+}
+
+void ring_writer::commit(std::uint64_t fingerprint) {
+  shared_lock lock(object_);
+  ring_.finish_writing(fingerprint, written_);
+  claimed_ = false;
+  committed_locked();
+  object_.sync().wake_all();
+}
+
+ring_read_claim::~ring_read_claim() {
+  if (!taken_) return;
+  try {
+    shared_lock lock(object_);
+    ring_.finish_reading();
+    object_.sync().wake_all();  // room for writers; the next message for readers
+  } catch (...) {
+  }
 }
 
 }  // namespace multiproc::detail

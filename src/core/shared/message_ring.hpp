@@ -1,8 +1,11 @@
 // A ring of messages in a shared object's memory: what mp::queue and mp::pipe's connections
-// carry. Every operation runs with the object's lock held (shared_lock). Messages are copied in
-// whole and out whole, and the ring's positions move only after a copy is complete, so a
-// process killed in the middle of put or get leaves no torn message: it is there whole, or
-// not at all.
+// carry. Every operation runs with the object's lock held (shared_lock). Small messages are
+// copied in whole and out whole under the lock. A large one (direct_threshold and more) is
+// encoded straight into the ring and decoded straight out of it, outside the lock, under a
+// claim: one writer claim (the space after the newest message) and one reader claim (the oldest
+// message), each naming its process, so that one dead while holding it is found and its claim
+// dropped. The ring's positions move only once a message is complete, so a process killed in
+// the middle of put or get leaves no torn message: it is there whole, or not at all.
 #pragma once
 
 #include <cstddef>
@@ -10,6 +13,7 @@
 #include <string>
 
 #include "../../os/sync.hpp"
+#include "../protocol/codec.hpp"
 #include "shared_object.hpp"
 
 namespace multiproc::detail {
@@ -54,6 +58,16 @@ struct holder_table {
   entry& find_or_add(const os::process_stamp& process);
 };
 
+/// A process working on the ring outside its lock (see above).
+struct ring_claim {
+  std::int64_t pid;
+  std::uint64_t started;
+  std::uint64_t active;
+};
+
+/// Messages of this size and more are written and read in place, under a claim.
+inline constexpr std::size_t direct_threshold = std::size_t{1} << 20;
+
 /// The state of one ring, in shared memory after the object's header.
 struct ring_header {
   std::uint64_t capacity;    ///< bytes in the data area
@@ -65,6 +79,8 @@ struct ring_header {
   std::uint64_t touched;     ///< the data area's pages past warm_bytes up to here may be in use
   std::uint64_t released;    ///< while streaming: read memory before this position given back
   std::uint64_t shared;      ///< it has been handed to another process (end of stream can come)
+  ring_claim writer;         ///< a large message is being written after `tail`
+  ring_claim reader;         ///< the message at `head` is being read
   holder_table holders;
 };
 
@@ -90,7 +106,40 @@ class message_ring {
   /// grown as needed, never shrunk); returns its fingerprint.
   std::uint64_t pop(std::string& out, std::size_t& length);
 
+  /// Whether a writer (reader) claim is held. With `check_liveness`, one held by a process
+  /// that ended is dropped first (its half-written message was never there; the message it
+  /// was reading is there still, for the next reader).
+  bool writing(bool check_liveness) noexcept;
+  bool reading(bool check_liveness) noexcept;
+  /// The oldest message's size (not empty()).
+  std::size_t oldest_size() const;
+
+  /// Where a claimed message's bytes lie: one stretch, or two when it wraps around the end.
+  struct stretches {
+    const char* first;
+    std::size_t first_size;
+    const char* second;
+    std::size_t second_size;
+    std::uint64_t fingerprint;
+  };
+  /// Claims the oldest message for reading by this process (not empty(), not reading()).
+  stretches start_reading();
+  /// The claimed message is read (or could not be): removes it, drops the claim.
+  void finish_reading();
+
+  /// Claims the space after the newest message for writing by this process (not writing()).
+  void start_writing();
+  /// Where the claimed message's bytes from `offset` on may go now: up to `length` bytes
+  /// (never more than a few MiB, made usable); length 0 when the ring is full until readers
+  /// take messages.
+  char* write_window(std::size_t offset, std::size_t& length);
+  /// The claimed message is whole (`size` bytes): appends it, drops the claim.
+  void finish_writing(std::uint64_t fingerprint, std::size_t size);
+  /// Drops the writer claim, appending nothing.
+  void abandon_writing() noexcept;
+
  private:
+  void remove_oldest(std::size_t size);
   void copy_in(std::uint64_t position, const char* from, std::size_t size);
   void copy_out(std::uint64_t position, char* to, std::size_t size);
   void note_written(std::uint64_t position, std::size_t size) noexcept;
@@ -100,6 +149,67 @@ class message_ring {
   shared_object& object_;
   ring_header* header_;
   std::size_t data_offset_;
+};
+
+/// Writes one large message straight into a ring: the spill target of encode_value. When the
+/// encoding passes direct_threshold it takes the ring's writer claim and goes on in the ring,
+/// asking for room as it fills; commit() appends the message. Dropped without commit() (the
+/// encoding threw, the wait timed out), it appends nothing and drops the claim.
+class ring_writer : public spill_target {
+ public:
+  ring_writer(shared_object& object, message_ring& ring) : object_(object), ring_(ring) {}
+  ~ring_writer() override;
+  ring_writer(const ring_writer&) = delete;
+  ring_writer& operator=(const ring_writer&) = delete;
+
+  /// Whether the encoding went into the ring (then commit() it).
+  bool claimed() const noexcept { return claimed_; }
+  /// Appends the message written (`fingerprint`: its type) and wakes the readers.
+  void commit(std::uint64_t fingerprint);
+
+  void begin(std::string_view buffered, std::size_t incoming) override;
+  void write(const char* data, std::size_t size) override;
+
+ protected:
+  /// With the lock held, returns once the claim may be taken: no other writer holds it
+  /// (message_ring::writing) and the ring takes one more message by count. Waits, or throws.
+  virtual void wait_to_claim(shared_lock& lock) = 0;
+  /// With the lock held and the ring full: waits for readers to make room, or throws.
+  virtual void wait_for_room(shared_lock& lock) = 0;
+  /// The message is larger than the ring can ever hold: throws.
+  [[noreturn]] virtual void too_large(std::size_t at_least) = 0;
+  /// With the lock held, just after the message was appended.
+  virtual void committed_locked() {}
+
+ private:
+  void next_window();
+
+  shared_object& object_;
+  message_ring& ring_;
+  bool claimed_ = false;
+  char* window_ = nullptr;
+  std::size_t left_ = 0;     ///< bytes left in the window
+  std::size_t written_ = 0;  ///< bytes of the message written so far
+};
+
+/// The reader claim on a ring's oldest message, for one large message read in place: taken by
+/// message_ring::start_reading, dropped (the message removed) when this ends, however.
+class ring_read_claim {
+ public:
+  ring_read_claim(shared_object& object, message_ring& ring) : object_(object), ring_(ring) {}
+  ~ring_read_claim();
+  ring_read_claim(const ring_read_claim&) = delete;
+  ring_read_claim& operator=(const ring_read_claim&) = delete;
+  /// With the lock held: claims the oldest message and says where its bytes are.
+  message_ring::stretches take_locked() {
+    taken_ = true;
+    return ring_.start_reading();
+  }
+
+ private:
+  shared_object& object_;
+  message_ring& ring_;
+  bool taken_ = false;
 };
 
 }  // namespace multiproc::detail

@@ -56,49 +56,63 @@ class pipe_end {
 
   void send(std::uint64_t fingerprint, std::string_view bytes) {
     shared_lock lock(*object_);
-    check_open_locked();
-    if (!sends()) throw state_error("connection: this end of a one-way pipe only receives");
+    prepare_to_send_locked();
     auto& ring = outgoing();
-    if (!ring.could_hold(bytes.size())) {
-      throw serialization_error(serialization_error::phase::encode_message,
-                                "a message of " + std::to_string(bytes.size()) +
-                                    " bytes is larger than a pipe holds (" +
-                                    std::to_string(ring_capacity) + " bytes)");
-    }
-    while (!ring.has_room(bytes.size())) {
+    if (!ring.could_hold(bytes.size())) too_large(bytes.size());
+    bool look_for_dead_writer = false;
+    while (ring.writing(look_for_dead_writer) || !ring.has_room(bytes.size())) {
       // The reader may be gone for good: then nothing will ever make room.
       if (os::holders_gone(watch_.get())) throw closed_error("connection: the other end is closed");
-      lock.wait(liveness_slice);
+      look_for_dead_writer = wait_a_slice(lock, std::nullopt);
       check_open_locked();
     }
     ring.push(fingerprint, bytes.data(), bytes.size());
     object_->sync().wake_all();
   }
 
-  /// Takes the next message into `out`'s first `length` bytes. Throws as recv().
-  void recv(std::uint64_t fingerprint, std::string& out, std::size_t& length) {
+  /// Encodes `value` and sends it; a large message is encoded straight into the ring.
+  void send_value(const message_codec& codec, const void* value) {
+    direct_writer direct(*this);
+    message_buffer encoded;
+    encode_value(encoded, codec, value, &direct, direct_threshold);
+    if (direct.claimed()) {
+      direct.commit(codec.fingerprint);
+      return;
+    }
+    send(codec.fingerprint, std::string_view(encoded.bytes().data(), encoded.length));
+  }
+
+  /// Takes the next message and hands its bytes to `use(first, first_size, second,
+  /// second_size)` -- a large one in place, outside the lock. Throws as recv().
+  template <class Use>
+  void recv(std::uint64_t fingerprint, Use&& use) {
+    message_buffer taken;
     std::uint64_t sent_as = 0;
+    ring_read_claim claim(*object_, incoming());
+    std::optional<message_ring::stretches> in_place;
     {
       shared_lock lock(*object_);
-      wait_readable_locked(lock, std::nullopt);
-      sent_as = incoming().pop(out, length);
-      object_->sync().wake_all();
+      wait_readable_locked(lock, std::nullopt, true);
+      if (incoming().oldest_size() >= direct_threshold) {
+        in_place = claim.take_locked();
+        sent_as = in_place->fingerprint;
+      } else {
+        sent_as = incoming().pop(taken.bytes(), taken.length);
+        object_->sync().wake_all();
+      }
     }
-    if (sent_as != fingerprint) {
-      throw serialization_error(
-          serialization_error::phase::decode_message,
-          fingerprint == bytes_fingerprint
-              ? "recv_bytes: the message was sent with send(), as a typed value"
-          : sent_as == bytes_fingerprint
-              ? "recv: the message was sent with send_bytes(), as raw bytes"
-              : "recv: the message was sent as another type (type fingerprints differ)");
+    check_type(sent_as, fingerprint);
+    if (in_place) {
+      use(in_place->first, in_place->first_size, in_place->second, in_place->second_size);
+    } else {
+      use(taken.bytes().data(), taken.length, nullptr, std::size_t{0});
     }
   }
 
   bool poll(std::optional<std::chrono::nanoseconds> timeout) {
     shared_lock lock(*object_);
     try {
-      return wait_readable_locked(lock, timeout);
+      return wait_readable_locked(lock, timeout, false);
     } catch (const closed_error&) {
       if (closed_) throw;
       return true;  // end of stream: recv() would not wait (it throws at once)
@@ -127,6 +141,65 @@ class pipe_end {
   shared_object& object() noexcept { return *object_; }
 
  private:
+  class direct_writer final : public ring_writer {
+   public:
+    explicit direct_writer(pipe_end& end) : ring_writer(*end.object_, end.outgoing()), end_(end) {}
+
+   private:
+    void wait_to_claim(shared_lock& lock) override {
+      end_.prepare_to_send_locked();
+      bool look_for_dead_writer = false;
+      while (end_.outgoing().writing(look_for_dead_writer)) {
+        look_for_dead_writer = end_.wait_a_slice(lock, std::nullopt);
+        end_.check_open_locked();
+      }
+    }
+    void wait_for_room(shared_lock& lock) override {
+      if (os::holders_gone(end_.watch_.get())) {
+        throw closed_error("connection: the other end is closed");
+      }
+      end_.wait_a_slice(lock, std::nullopt);
+      end_.check_open_locked();
+    }
+    [[noreturn]] void too_large(std::size_t at_least) override { pipe_end::too_large(at_least); }
+
+    pipe_end& end_;
+  };
+
+  void prepare_to_send_locked() {
+    check_open_locked();
+    if (!sends()) throw state_error("connection: this end of a one-way pipe only receives");
+  }
+
+  [[noreturn]] static void too_large(std::size_t size) {
+    throw serialization_error(serialization_error::phase::encode_message,
+                              "a message of " + std::to_string(size) +
+                                  " bytes or more is larger than a pipe holds (" +
+                                  std::to_string(ring_capacity) + " bytes)");
+  }
+
+  static void check_type(std::uint64_t sent_as, std::uint64_t fingerprint) {
+    if (sent_as == fingerprint) return;
+    throw serialization_error(
+        serialization_error::phase::decode_message,
+        fingerprint == bytes_fingerprint
+            ? "recv_bytes: the message was sent with send(), as a typed value"
+        : sent_as == bytes_fingerprint
+            ? "recv: the message was sent with send_bytes(), as raw bytes"
+            : "recv: the message was sent as another type (type fingerprints differ)");
+  }
+
+  /// Sleeps until a wake or a slice's end (or the deadline); true if the whole slice passed
+  /// (then whoever holds a claim may have died: look).
+  static bool wait_a_slice(shared_lock& lock, std::optional<clock::time_point> deadline) {
+    const auto before = clock::now();
+    const auto slice =
+        deadline ? std::min<std::chrono::nanoseconds>(liveness_slice, *deadline - clock::now())
+                 : std::chrono::nanoseconds(liveness_slice);
+    lock.wait(slice);
+    return clock::now() - before >= liveness_slice;
+  }
+
   bool sends() const noexcept { return duplex_ || which_ == 1; }
   bool receives() const noexcept { return duplex_ || which_ == 0; }
   // End e sends on ring e when duplex; a one-way pipe carries end 1's messages on ring 1.
@@ -138,21 +211,20 @@ class pipe_end {
   }
 
   /// Waits until a message is there (true) or `timeout` runs out (false); throws closed_error
-  /// at end of stream.
-  bool wait_readable_locked(shared_lock& lock, std::optional<std::chrono::nanoseconds> timeout) {
+  /// at end of stream. `to_take`: also until no other reader is reading one in place.
+  bool wait_readable_locked(shared_lock& lock, std::optional<std::chrono::nanoseconds> timeout,
+                            bool to_take) {
     check_open_locked();
     if (!receives()) throw state_error("connection: this end of a one-way pipe only sends");
     const auto deadline = timeout ? std::optional(clock::now() + *timeout) : std::nullopt;
-    while (incoming().empty()) {
-      if (os::holders_gone(watch_.get())) {
+    bool look_for_dead_reader = false;
+    while (incoming().empty() || (to_take && incoming().reading(look_for_dead_reader))) {
+      if (incoming().empty() && os::holders_gone(watch_.get())) {
         throw closed_error("connection: the other end is closed and nothing is left to read");
       }
       if (deadline && clock::now() >= *deadline) return false;
       // A holder that ends wakes nobody: look again every slice.
-      const auto slice =
-          deadline ? std::min<std::chrono::nanoseconds>(liveness_slice, *deadline - clock::now())
-                   : std::chrono::nanoseconds(liveness_slice);
-      lock.wait(slice);
+      look_for_dead_reader = wait_a_slice(lock, deadline);
       check_open_locked();
     }
     return true;
@@ -183,24 +255,29 @@ std::pair<std::shared_ptr<pipe_end>, std::shared_ptr<pipe_end>> make_pipe(bool d
 }
 
 void pipe_send(pipe_end& end, const message_codec& codec, const void* value) {
-  message_buffer encoded;
-  encode_value(encoded, codec, value);
-  end.send(codec.fingerprint, std::string_view(encoded.bytes().data(), encoded.length));
+  end.send_value(codec, value);
 }
 void pipe_recv(pipe_end& end, const message_codec& codec, void* value) {
-  message_buffer taken;
-  end.recv(codec.fingerprint, taken.bytes(), taken.length);
-  decode_value(taken.bytes().data(), taken.length, codec, value);
+  end.recv(codec.fingerprint, [&](const char* first, std::size_t first_size, const char* second,
+                                  std::size_t second_size) {
+    decode_value(first, first_size, codec, value, second, second_size);
+  });
 }
 void pipe_send_bytes(pipe_end& end, std::span<const std::byte> bytes) {
   end.send(bytes_fingerprint,
            std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 std::vector<std::byte> pipe_recv_bytes(pipe_end& end) {
-  message_buffer taken;
-  end.recv(bytes_fingerprint, taken.bytes(), taken.length);
-  const auto* first = reinterpret_cast<const std::byte*>(taken.bytes().data());
-  return std::vector<std::byte>(first, first + taken.length);
+  std::vector<std::byte> out;
+  end.recv(bytes_fingerprint, [&](const char* first, std::size_t first_size, const char* second,
+                                  std::size_t second_size) {
+    const auto* a = reinterpret_cast<const std::byte*>(first);
+    const auto* b = reinterpret_cast<const std::byte*>(second);
+    out.reserve(first_size + second_size);
+    out.insert(out.end(), a, a + first_size);
+    if (second_size != 0) out.insert(out.end(), b, b + second_size);
+  });
+  return out;
 }
 bool pipe_poll(pipe_end& end, std::optional<std::chrono::nanoseconds> timeout) {
   return end.poll(timeout);

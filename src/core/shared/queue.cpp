@@ -66,23 +66,28 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
   bool put(const message_codec& codec, const void* value,
            std::optional<std::chrono::nanoseconds> timeout) {
     ensure_created();
-    message_buffer encoded;  // encoded before the lock is taken: no user code under it
-    encode_value(encoded, codec, value);
+    const auto deadline = deadline_of(timeout);
+    // Encoded before the lock is taken: no user code under it. A large item is encoded
+    // straight into the ring, under the writer claim.
+    direct_writer direct(*this, deadline);
+    message_buffer encoded;
+    try {
+      encode_value(encoded, codec, value, &direct, direct_threshold);
+      if (direct.claimed()) {
+        direct.commit(codec.fingerprint);
+        return true;
+      }
+    } catch (const timed_out&) {
+      return false;
+    }
     const std::string_view bytes(encoded.bytes().data(), encoded.length);
     shared_lock lock(*object_);
-    check_open_locked();
-    hold_if_forked_locked();
-    count_as_producer_locked();
-    if (!ring_->could_hold(bytes.size())) {
-      throw serialization_error(serialization_error::phase::encode_message,
-                                "an item of " + std::to_string(bytes.size()) +
-                                    " bytes is larger than a queue holds (" +
-                                    std::to_string(queue_capacity) + " bytes)");
-    }
-    const auto deadline = deadline_of(timeout);
-    while (!ring_->has_room(bytes.size())) {
+    prepare_to_put_locked();
+    if (!ring_->could_hold(bytes.size())) too_large(bytes.size());
+    bool look_for_dead_writer = false;
+    while (ring_->writing(look_for_dead_writer) || !ring_->has_room(bytes.size())) {
       if (expired(deadline)) return false;
-      lock.wait(next_wait(deadline, std::chrono::hours(1)));
+      look_for_dead_writer = wait_a_slice(lock, deadline);
       check_open_locked();
     }
     ring_->push(codec.fingerprint, bytes.data(), bytes.size());
@@ -98,36 +103,99 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
     ensure_created();
     message_buffer taken;
     std::uint64_t sent_as = 0;
+    ring_read_claim claim(*object_, *ring_);
+    std::optional<message_ring::stretches> in_place;
     {
       shared_lock lock(*object_);
-      if (!take_locked(lock, taken, sent_as, timeout)) return false;
+      if (!take_locked(lock, taken, sent_as, claim, in_place, timeout)) return false;
     }
     // Decoded after the lock is released: no user code under it.
+    if (in_place) {
+      check_type(in_place->fingerprint, codec.fingerprint);
+      decode_value(in_place->first, in_place->first_size, codec, value, in_place->second,
+                   in_place->second_size);
+      return true;  // the claim ends here, removing the item
+    }
     check_type(sent_as, codec.fingerprint);
     decode_value(taken.bytes().data(), taken.length, codec, value);
     return true;
   }
 
  private:
+  /// Thrown by a direct write whose put timed out (not an exception users see).
+  struct timed_out {};
+
+  class direct_writer final : public ring_writer {
+   public:
+    direct_writer(queue_core& queue, std::optional<clock::time_point> deadline)
+        : ring_writer(*queue.object_, *queue.ring_), queue_(queue), deadline_(deadline) {}
+
+   private:
+    void wait_to_claim(shared_lock& lock) override {
+      queue_.prepare_to_put_locked();
+      auto& ring = *queue_.ring_;
+      bool look_for_dead_writer = false;
+      while (ring.writing(look_for_dead_writer) || !ring.has_room(0)) {
+        if (expired(deadline_)) throw timed_out{};
+        look_for_dead_writer = queue_.wait_a_slice(lock, deadline_);
+        queue_.check_open_locked();
+      }
+    }
+    void wait_for_room(shared_lock& lock) override {
+      if (expired(deadline_)) throw timed_out{};
+      queue_.wait_a_slice(lock, deadline_);
+      queue_.check_open_locked();
+    }
+    [[noreturn]] void too_large(std::size_t at_least) override { queue_core::too_large(at_least); }
+    void committed_locked() override { ++queue_.ring_->header().unfinished; }
+
+    queue_core& queue_;
+    std::optional<clock::time_point> deadline_;
+  };
+
+  void prepare_to_put_locked() {
+    check_open_locked();
+    hold_if_forked_locked();
+    count_as_producer_locked();
+  }
+
+  [[noreturn]] static void too_large(std::size_t size) {
+    throw serialization_error(serialization_error::phase::encode_message,
+                              "an item of " + std::to_string(size) +
+                                  " bytes or more is larger than a queue holds (" +
+                                  std::to_string(queue_capacity) + " bytes)");
+  }
+
+  /// Sleeps until a wake or a slice's end (or the deadline); true if the whole slice passed
+  /// (then whoever holds a claim may have died: look).
+  bool wait_a_slice(shared_lock& lock, std::optional<clock::time_point> deadline) {
+    const auto before = clock::now();
+    lock.wait(next_wait(deadline, liveness_slice));
+    return clock::now() - before >= liveness_slice;
+  }
+
   bool take_locked(shared_lock& lock, message_buffer& taken, std::uint64_t& sent_as,
+                   ring_read_claim& claim, std::optional<message_ring::stretches>& in_place,
                    std::optional<std::chrono::nanoseconds> timeout) {
     check_open_locked();
     hold_if_forked_locked();
     if (!has_put_) stop_holding_locked();  // a consumer: it keeps no other consumer waiting
     const auto deadline = deadline_of(timeout);
-    bool look_for_dead_holders = false;
-    while (ring_->empty()) {
+    bool look_for_dead = false;
+    while (ring_->empty() || ring_->reading(look_for_dead)) {
       // A queue never handed to another process has no other side to end: it just waits.
-      if (ring_->header().shared != 0 &&
-          !ring_->header().holders.others_hold(os::this_process_stamp(), look_for_dead_holders)) {
+      if (ring_->empty() && ring_->header().shared != 0 &&
+          !ring_->header().holders.others_hold(os::this_process_stamp(), look_for_dead)) {
         throw closed_error("queue: empty, and no other process holds it any more");
       }
       if (expired(deadline)) return false;
       // A holder that dies wakes nobody: after a slice asleep, look whether one did.
-      const auto before = clock::now();
-      lock.wait(next_wait(deadline, liveness_slice));
-      look_for_dead_holders = clock::now() - before >= liveness_slice;
+      look_for_dead = wait_a_slice(lock, deadline);
       check_open_locked();
+    }
+    if (ring_->oldest_size() >= direct_threshold) {
+      in_place = claim.take_locked();
+      return true;
     }
     sent_as = ring_->pop(taken.bytes(), taken.length);
     object_->sync().wake_all();  // a producer may wait for room
