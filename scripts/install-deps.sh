@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing multiproc needs on Debian 12, if anything is missing.
-# Usage: scripts/install-deps.sh [linux|windows|bench]...   (default: linux)
+# Usage: scripts/install-deps.sh [linux|windows|bench|fuzz]...   (default: linux)
 set -euo pipefail
 
 want=("$@")
@@ -29,6 +29,13 @@ for what in "${want[@]}"; do
       # 3000 then fails with "failed to map the shared user data" (CreateProcess: Internal
       # error). The preloader reserves those regions before anything else is mapped.
       need /usr/lib/wine/wine64-preloader wine64-preloader
+      ;;
+    fuzz)
+      # clang 16 (Debian's `clang` is 14), its sanitizer runtimes and libFuzzer: the fuzz
+      # targets (scripts/fuzz.sh) and the clang sanitizer configurations of scripts/test.sh.
+      need /usr/bin/clang++-16 clang-16
+      need /usr/lib/llvm-16/lib/clang/16/lib/linux/libclang_rt.fuzzer-x86_64.a libclang-rt-16-dev
+      need /usr/lib/llvm-16/lib/libFuzzer.a libfuzzer-16-dev
       ;;
     bench)
       need /usr/include/benchmark/benchmark.h libbenchmark-dev
