@@ -6,6 +6,7 @@
 #   - Linux with AddressSanitizer + UndefinedBehaviorSanitizer
 #   - Linux with ThreadSanitizer
 #   - Windows programs (mingw-w64), run under Wine
+#   - the libFuzzer targets (clang-16, ASan + UBSan), 60 s each (scripts/fuzz.sh)
 # Every configuration runs the conformance suite on every start method it has.
 #
 #   scripts/test.sh [--quick]      --quick: the first configuration only
@@ -19,7 +20,7 @@ quick=0
 if [ "$quick" = 1 ]; then
   scripts/install-deps.sh linux
 else
-  scripts/install-deps.sh linux windows
+  scripts/install-deps.sh linux windows fuzz
 fi
 
 passed=0
@@ -65,6 +66,7 @@ if [ "$quick" = 0 ]; then
   step "linux-tsan" linux_suite tsan -DCMAKE_BUILD_TYPE=Debug -DMULTIPROC_SANITIZE=thread \
     -DMULTIPROC_EXAMPLES=OFF
   step "windows (mingw-w64 under Wine)" scripts/windows-tests.sh build/ci-mingw
+  step "fuzz (libFuzzer, 60 s per target)" scripts/fuzz.sh 60
 fi
 
 # Every CTest run ends with "N% tests passed, F tests failed out of T": add them up.
