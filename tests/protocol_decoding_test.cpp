@@ -49,8 +49,6 @@ namespace {
 
 /// What a lying peer claims: far more than it sends, far more than the bound below.
 constexpr std::uint64_t claimed_bytes = std::uint64_t{512} << 20;
-/// What decoding a frame of a few bytes may cost at most (issue 9 item 3: under 64 MiB).
-constexpr long allowed_growth_kib = 64 * 1024;
 
 /// A frame header as a peer would write it.
 std::string header_bytes(core::frame_kind kind, std::uint32_t body_size, std::uint8_t flags = 0) {
@@ -61,10 +59,6 @@ std::string header_bytes(core::frame_kind kind, std::uint32_t body_size, std::ui
   return std::string(reinterpret_cast<const char*>(&header), sizeof header);
 }
 
-int twice(int x) {
-  return 2 * x;
-}
-
 }  // namespace
 
 // ---- memory: a claimed length is not an allocation ---------------------------------------------
@@ -72,6 +66,13 @@ int twice(int x) {
 #if defined(__linux__) && !defined(MULTIPROC_TEST_SANITIZED)
 #define MULTIPROC_TEST_PEAK_MEMORY 1
 namespace {
+
+/// What decoding a frame of a few bytes may cost at most (issue 9 item 3: under 64 MiB).
+constexpr long allowed_growth_kib = 64 * 1024;
+
+int twice(int x) {
+  return 2 * x;
+}
 
 long status_kib(const char* field) {
   std::ifstream status("/proc/self/status");
