@@ -38,7 +38,9 @@ namespace multiproc_fuzz {
 ///           above 32 MiB throw std::bad_alloc instead of reaching -malloc_limit_mb
 ///           (bounded_new.cpp), and a frame reader's std::bad_alloc ends the input;
 ///   block   a result claims a shared block larger than the block is: such inputs are skipped;
-///   ledger  a ledger offset near 2^64 wraps the bounds check: such inputs are skipped.
+///   ledger  a ledger offset near 2^64 wraps the bounds check: such inputs are skipped;
+///   noresult  a chunk invoker run with no result stream (an initializer or an mp::process
+///           naming one) writes through a null pointer: such calls are counted, not made.
 /// Allocates nothing: bounded_new.cpp's operator new asks it.
 inline bool skip_known(std::string_view tag) {
   static const char* const text = std::getenv("MULTIPROC_FUZZ_SKIP_KNOWN");

@@ -240,6 +240,45 @@ TEST_F(protocol_decoding, spawned_child_refuses_an_oversized_hello_without_waiti
   }
 }
 
+// ---- a registered invoker used where it does not fit
+// ---------------------------------------------
+
+namespace {
+
+int square(int x) {
+  return x * x;
+}
+
+/// In a child: runs `body` as an initializer or an mp::process call is run (no result stream).
+/// Exits 0 if it ran or was refused (bad_arguments); dies if the invoker used the null stream.
+void run_without_a_result_stream(std::string body) {
+  const core::task_outcome outcome =
+      core::run_call_body(body.data(), body.size(), nullptr, 0, false, nullptr, nullptr);
+  std::_Exit(outcome.status == core::result_status::ok ||
+                     outcome.status == core::result_status::bad_arguments
+                 ? 0
+                 : 3);
+}
+
+}  // namespace
+
+// fuzz/regressions/call_body/chunk-invoker-without-a-result-stream: a call body naming a map
+// chunk's invoker (registered: the program maps with it) sent as an initializer or an
+// mp::process call, which run without a result stream: chunk_invoker::call encodes its
+// results through the null `out` (include/multiproc/detail/call.hpp) and the child crashes.
+TEST_F(protocol_decoding, chunk_invoker_run_without_a_result_stream_is_refused) {
+  using chunk = core::chunk_invoker<int (*)(int), false>;
+  (void)chunk::registered;
+  const std::vector<int> items{1, 2, 3};
+  const core::chunk_view<int> view{items.data(), items.size()};
+  std::string body = core::encode_call(core::call_spec{
+      &chunk::call, reinterpret_cast<core::raw_function>(&square), &core::write_chunk<int>, &view});
+  mp::process child(run_without_a_result_stream, std::move(body));
+  child.start();
+  child.join();
+  EXPECT_EQ(child.exitcode(), 0) << "the child died running a chunk invoker with no result stream";
+}
+
 // ---- shared blocks: a claimed size is not the block's size -------------------------------------
 
 #if defined(__linux__)
