@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing multiproc needs on Debian 12, if anything is missing.
-# Usage: scripts/install-deps.sh [linux|windows|bench|fuzz]...   (default: linux)
+# Usage: scripts/install-deps.sh [linux|windows|bench|fuzz|sanitizers]...   (default: linux)
 set -euo pipefail
 
 want=("$@")
@@ -36,6 +36,13 @@ for what in "${want[@]}"; do
       need /usr/bin/clang++-16 clang-16
       need /usr/lib/llvm-16/lib/clang/16/lib/linux/libclang_rt.fuzzer-x86_64.a libclang-rt-16-dev
       need /usr/lib/llvm-16/lib/libFuzzer.a libfuzzer-16-dev
+      ;;
+    sanitizers)
+      # clang 19 (a bookworm package) and its runtimes: LLVM's ASan holds its allocator locks
+      # across fork() from release 18, its TSan from 19, so the sanitized configurations of
+      # scripts/test.sh can run pools on fork (GCC 12's and clang 16's runtimes deadlock).
+      need /usr/bin/clang++-19 clang-19
+      need /usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.tsan-x86_64.a libclang-rt-19-dev
       ;;
     bench)
       need /usr/include/benchmark/benchmark.h libbenchmark-dev
