@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing multiproc needs on Debian 12, if anything is missing.
-# Usage: scripts/install-deps.sh [linux|windows|bench]...   (default: linux)
+# Usage: scripts/install-deps.sh [linux|windows|bench|fuzz|sanitizers]...   (default: linux)
 set -euo pipefail
 
 want=("$@")
@@ -29,6 +29,20 @@ for what in "${want[@]}"; do
       # 3000 then fails with "failed to map the shared user data" (CreateProcess: Internal
       # error). The preloader reserves those regions before anything else is mapped.
       need /usr/lib/wine/wine64-preloader wine64-preloader
+      ;;
+    fuzz)
+      # clang 16 (Debian's `clang` is 14), its sanitizer runtimes and libFuzzer: the fuzz
+      # targets (scripts/fuzz.sh) and the clang sanitizer configurations of scripts/test.sh.
+      need /usr/bin/clang++-16 clang-16
+      need /usr/lib/llvm-16/lib/clang/16/lib/linux/libclang_rt.fuzzer-x86_64.a libclang-rt-16-dev
+      need /usr/lib/llvm-16/lib/libFuzzer.a libfuzzer-16-dev
+      ;;
+    sanitizers)
+      # clang 19 (a bookworm package) and its runtimes: LLVM's ASan holds its allocator locks
+      # across fork() from release 18, its TSan from 19, so the sanitized configurations of
+      # scripts/test.sh can run pools on fork (GCC 12's and clang 16's runtimes deadlock).
+      need /usr/bin/clang++-19 clang-19
+      need /usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.tsan-x86_64.a libclang-rt-19-dev
       ;;
     bench)
       need /usr/include/benchmark/benchmark.h libbenchmark-dev

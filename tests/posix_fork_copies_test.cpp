@@ -96,6 +96,7 @@ TEST_F(posix_fork_copies, inherited_pool_object_never_closes_the_childs_files) {
 
 TEST_F(posix_fork_copies, inherited_objects_never_close_what_the_library_opens_in_the_child) {
   MULTIPROC_SKIP_FORK_POOLS_WHEN_SANITIZED();
+  MULTIPROC_SKIP_THREADS_AFTER_FORK_UNDER_TSAN();  // the child makes a pool after mp::fork()
   // The child's own pool takes the lowest free numbers, i.e. those the fork clean-up freed:
   // destroying the inherited objects (a process's pidfd, a pool copy) must leave its pipes
   // alone, or that pool would lose its worker.

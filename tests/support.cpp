@@ -42,7 +42,7 @@ std::vector<multiproc::start_method> available_methods() {
 }
 
 std::vector<multiproc::start_method> pool_methods() {
-#if defined(MULTIPROC_TEST_SANITIZED)
+#if defined(MULTIPROC_TEST_SANITIZED) && !defined(MULTIPROC_TEST_SANITIZER_FORK_SAFE)
   return {multiproc::start_method::spawn};
 #else
   return available_methods();

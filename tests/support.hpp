@@ -57,14 +57,33 @@ class method_test : public checked, public ::testing::WithParamInterface<multipr
 /// Every start method this platform has: the conformance suite runs on each.
 std::vector<multiproc::start_method> available_methods();
 /// The start methods pools are tested on: every available one, but spawn only in sanitized
-/// builds (GCC 12's sanitizer runtimes deadlock in a child forked from a threaded parent).
+/// builds whose runtime is not fork-safe (GCC 12's sanitizer runtimes deadlock in a child
+/// forked from a threaded parent). MULTIPROC_TEST_SANITIZER_FORK_SAFE (tests/CMakeLists.txt)
+/// marks a sanitizer runtime that is: pools then run on fork too.
 std::vector<multiproc::start_method> pool_methods();
-/// Skips the calling test in sanitized builds, for tests that fork from a threaded parent.
-#if defined(MULTIPROC_TEST_SANITIZED)
+/// Skips the calling test in sanitized builds whose runtime is not fork-safe, for tests that
+/// fork from a threaded parent.
+#if defined(MULTIPROC_TEST_SANITIZED) && !defined(MULTIPROC_TEST_SANITIZER_FORK_SAFE)
 #define MULTIPROC_SKIP_FORK_POOLS_WHEN_SANITIZED() \
   GTEST_SKIP() << "forks from a threaded parent: not under GCC 12's sanitizers"
 #else
 #define MULTIPROC_SKIP_FORK_POOLS_WHEN_SANITIZED() (void)0
+#endif
+/// Skips the calling test under ThreadSanitizer (any release), for tests whose child, forked
+/// from a threaded parent, starts threads of its own (a pool): TSan ends such a child at its
+/// first new thread (die_after_fork=1, its default: threads in such a child are unsupported).
+#if defined(__SANITIZE_THREAD__)
+#define MULTIPROC_TEST_THREAD_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MULTIPROC_TEST_THREAD_SANITIZER 1
+#endif
+#endif
+#if defined(MULTIPROC_TEST_THREAD_SANITIZER)
+#define MULTIPROC_SKIP_THREADS_AFTER_FORK_UNDER_TSAN() \
+  GTEST_SKIP() << "its forked child starts threads: ThreadSanitizer ends such a child"
+#else
+#define MULTIPROC_SKIP_THREADS_AFTER_FORK_UNDER_TSAN() (void)0
 #endif
 std::string method_name(const ::testing::TestParamInfo<multiproc::start_method>& info);
 

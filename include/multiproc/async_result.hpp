@@ -149,7 +149,11 @@ class async_result {
             }
             if (!failure) return guarded([&] { on_value(std::move(*value)); });
           }
-          if constexpr (!std::is_null_pointer_v<OnError>) guarded([&] { on_error(failure); });
+          if constexpr (!std::is_null_pointer_v<OnError>) {
+            guarded([&] { on_error(failure); });
+          } else {
+            (void)on_error;  // captured either way (clang 19: -Wunused-lambda-capture)
+          }
         });
     return *this;
   }
