@@ -188,8 +188,10 @@ TEST_F(protocol_decoding, call_argument_count_is_not_allocated_before_its_items_
   (void)chunk::registered;
   const std::vector<int> items{1, 2, 3};
   const core::chunk_view<int> view{items.data(), items.size()};
-  const std::string encoded = core::encode_call(core::call_spec{
-      &chunk::call, reinterpret_cast<core::raw_function>(&twice), &core::write_chunk<int>, &view});
+  const std::string encoded =
+      core::encode_call(core::call_spec{&chunk::call, reinterpret_cast<core::raw_function>(&twice),
+                                        &core::write_chunk<int>, &view})
+          ->bytes;
   // The code references stay; the count that follows them becomes a lie.
   core::body_reader references(encoded.data(), encoded.size());
   (void)references.string();
@@ -202,7 +204,8 @@ TEST_F(protocol_decoding, call_argument_count_is_not_allocated_before_its_items_
   std::string result;
   core::task_outcome outcome;
   const long growth = peak_growth_kib([&] {
-    outcome = core::run_call_body(body.data(), body.size(), &result, 0, false, nullptr, nullptr);
+    outcome = core::run_call_body(body.data(), body.size(), &result, 0, false, nullptr, nullptr,
+                                  nullptr, nullptr);
   });
   EXPECT_EQ(outcome.status, core::result_status::bad_arguments) << outcome.message;
   EXPECT_LT(growth, allowed_growth_kib)
@@ -249,8 +252,8 @@ int square(int x) {
 /// In a child: runs `body` as an initializer or an mp::process call is run (no result stream).
 /// Exits 0 if it ran or was refused (bad_arguments); dies if the invoker used the null stream.
 void run_without_a_result_stream(std::string body) {
-  const core::task_outcome outcome =
-      core::run_call_body(body.data(), body.size(), nullptr, 0, false, nullptr, nullptr);
+  const core::task_outcome outcome = core::run_call_body(body.data(), body.size(), nullptr, 0,
+                                                         false, nullptr, nullptr, nullptr, nullptr);
   std::_Exit(outcome.status == core::result_status::ok ||
                      outcome.status == core::result_status::bad_arguments
                  ? 0
@@ -268,8 +271,10 @@ TEST_F(protocol_decoding, chunk_invoker_run_without_a_result_stream_is_refused) 
   (void)chunk::registered;
   const std::vector<int> items{1, 2, 3};
   const core::chunk_view<int> view{items.data(), items.size()};
-  std::string body = core::encode_call(core::call_spec{
-      &chunk::call, reinterpret_cast<core::raw_function>(&square), &core::write_chunk<int>, &view});
+  std::string body =
+      core::encode_call(core::call_spec{&chunk::call, reinterpret_cast<core::raw_function>(&square),
+                                        &core::write_chunk<int>, &view})
+          ->bytes;
   mp::process child(run_without_a_result_stream, std::move(body));
   child.start();
   child.join();

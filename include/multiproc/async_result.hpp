@@ -39,7 +39,7 @@ MULTIPROC_API void state_then(result_state& state, std::function<void()> callbac
 
 template <class R>
 void read_value(std::istream& in, void* out) {
-  cereal::BinaryInputArchive archive(in);
+  input_archive archive(in);
   archive(*static_cast<R*>(out));
 }
 template <class R>

@@ -34,16 +34,21 @@
 
 #include <type_traits>
 
+#include <multiproc/detail/archive.hpp>
+
 namespace multiproc {
 
-/// True if T can travel between processes (cereal can save and load it with its binary
-/// archive). void counts as transferable (a task without a result).
+/// True if T can travel between processes: cereal can save it with its binary archive and load
+/// it with the library's (cereal's binary format, every claimed length checked before it is
+/// allocated). A user type needs a generic `template <class Archive>` serialize (or load)
+/// function: one written for cereal::BinaryInputArchive alone is not used. void counts as
+/// transferable (a task without a result).
 template <class T>
 inline constexpr bool is_transferable_v =
     std::is_void_v<T> ||
     // cereal "supports" raw pointers with a static_assert of its own; they cannot travel.
     (!std::is_pointer_v<T> && !std::is_member_pointer_v<T> &&
      cereal::traits::is_output_serializable<T, cereal::BinaryOutputArchive>::value &&
-     cereal::traits::is_input_serializable<T, cereal::BinaryInputArchive>::value);
+     cereal::traits::is_input_serializable<T, detail::input_archive>::value);
 
 }  // namespace multiproc

@@ -40,6 +40,12 @@ namespace {
   frame_reader reader(channel);
   frame_header header{};
   const char* body = nullptr;
+  // Judged by its header first: whoever holds the channel must not make this process wait
+  // for (or allocate) a body larger than any hello before the secret is checked.
+  if (!reader.peek_header(header)) refuse("the parent sent no start-up hello on the channel");
+  if (header.kind != frame_kind::hello || header.body_size > max_hello_body) {
+    refuse("the first frame on the channel is not a start-up hello");
+  }
   if (!reader.next(header, body)) refuse("the parent sent no start-up hello on the channel");
   hello accepted;
   try {

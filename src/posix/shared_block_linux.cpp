@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <stdexcept>
 #include <string>
 
 #include "../os/shared_block.hpp"
@@ -36,6 +38,16 @@ char* map_peer(long pid, std::uint64_t token, std::size_t size, bool populate) {
   if (fd < 0) throw posix::last_error("multiproc: opening a peer's shared block");
   char* data = nullptr;
   try {
+    // The size is the peer's claim: mapped beyond the memfd's end, the first read past it
+    // would be SIGBUS in this process.
+    struct stat facts {};
+    if (::fstat(fd, &facts) != 0)
+      throw posix::last_error("multiproc: sizing a peer's shared block");
+    if (static_cast<std::uint64_t>(facts.st_size) < size) {
+      throw std::runtime_error("multiproc: a peer claims " + std::to_string(size) +
+                               " bytes of a shared block that has " +
+                               std::to_string(facts.st_size));
+    }
     data = map_descriptor(fd, size, populate);
   } catch (...) {
     ::close(fd);

@@ -186,7 +186,7 @@ constexpr void check_result() {
 template <class Tuple>
 void decode_into(std::istream& in, Tuple& value) {
   try {
-    cereal::BinaryInputArchive archive(in);
+    input_archive archive(in);
     archive(value);
   } catch (const std::exception& e) {
     throw codec_failure{true, e.what()};
@@ -260,15 +260,24 @@ void write_sequence(cereal::BinaryOutputArchive& archive, const std::vector<T>& 
 
 /// Reads what write_sequence wrote, appending to `out`.
 template <class T>
-void read_sequence(cereal::BinaryInputArchive& archive, std::vector<T>& out) {
+void read_sequence(input_archive& archive, std::vector<T>& out) {
   cereal::size_type count = 0;
   archive(cereal::make_size_tag(count));
   const std::size_t have = out.size();
   const auto n = static_cast<std::size_t>(count);
-  if (out.capacity() - have < n) out.reserve(std::max(have + n, 2 * out.capacity()));
+  // The count is the peer's claim: memory is taken as the items arrive (at most one step of
+  // 1 MiB ahead of them), so a short input that claims a huge count costs what it holds.
+  constexpr std::size_t step_bytes = std::size_t{1} << 20;
+  constexpr std::size_t step = std::max<std::size_t>(1, step_bytes / sizeof(T));
+  if (out.capacity() - have < n)
+    out.reserve(std::max(have + std::min(n, step), 2 * out.capacity()));
   if constexpr (block_encoded_v<T>) {
-    out.resize(have + n);
-    archive(cereal::binary_data(out.data() + have, n * sizeof(T)));
+    for (std::size_t done = 0; done < n;) {
+      const std::size_t now = std::min(n - done, std::max(step, done));
+      out.resize(have + done + now);
+      archive(cereal::binary_data(out.data() + have + done, now * sizeof(T)));
+      done += now;
+    }
   } else {
     for (std::size_t i = 0; i < n; ++i) {
       T value{};
@@ -289,10 +298,13 @@ struct chunk_invoker {
   using result = typename sig::result;
 
   static void call(raw_function target, std::istream& in, std::ostream* out) {
+    // A chunk's results have nowhere to go in a call run for no result (an initializer, an
+    // mp::process target): only a peer's forged frame gets here.
+    if (out == nullptr) throw codec_failure{true, "a map chunk sent as a call without a result"};
     auto function = reinterpret_cast<P>(target);
     std::vector<item> items;
     try {
-      cereal::BinaryInputArchive archive(in);
+      input_archive archive(in);
       read_sequence(archive, items);
     } catch (const std::exception& e) {
       throw codec_failure{true, e.what()};
@@ -319,7 +331,7 @@ struct chunk_invoker {
 /// Decodes a chunk result (count, then the results) and appends it to `out`.
 template <class R>
 void decode_chunk(std::istream& in, std::vector<R>& out) {
-  cereal::BinaryInputArchive archive(in);
+  input_archive archive(in);
   read_sequence(archive, out);
 }
 

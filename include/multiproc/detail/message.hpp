@@ -39,7 +39,7 @@ void write_message_value(std::ostream& out, const void* value) {
 }
 template <class T>
 void read_message_value(std::istream& in, void* value) {
-  cereal::BinaryInputArchive archive(in);
+  input_archive archive(in);
   archive(*static_cast<T*>(value));
 }
 

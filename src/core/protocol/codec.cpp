@@ -5,10 +5,14 @@
 #include <streambuf>
 
 #include <multiproc/config.hpp>
+#include <multiproc/detail/archive.hpp>
 #include <multiproc/detail/message.hpp>
 #include <multiproc/errors.hpp>
 
 namespace multiproc::detail {
+
+// The key function: the class's type information lives in the library, once.
+sized_input_buffer::~sized_input_buffer() = default;
 
 namespace {
 
@@ -83,8 +87,11 @@ class spill_buffer final : public std::streambuf {
   bool spilled_ = false;
 };
 
-class memory_buffer final : public std::streambuf {
+class memory_buffer final : public sized_input_buffer {
  public:
+  std::size_t bytes_left() const noexcept override {
+    return static_cast<std::size_t>(end_ - gptr()) + then_size_;
+  }
   void reset(const char* data, std::size_t size, os::shared_block* consumed,
              const char* then = nullptr, std::size_t then_size = 0) {
     begin_ = const_cast<char*>(data);  // read-only use: no put area is ever set

@@ -1,6 +1,7 @@
 // Framing (see frame.hpp).
 #include "frame.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -124,6 +125,21 @@ bool frame_reader::has_buffered_frame() const {
   return end_ - begin_ >= sizeof header + header.body_size;
 }
 
+bool frame_reader::peek_header(frame_header& header) {
+  while (end_ - begin_ < sizeof header) {
+    if (begin_ > 0) {
+      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    const std::size_t got = channel_.read_some(buffer_.data() + end_, buffer_.size() - end_);
+    if (got == 0) return false;
+    end_ += got;
+  }
+  std::memcpy(&header, buffer_.data() + begin_, sizeof header);
+  return true;
+}
+
 bool frame_reader::next(frame_header& header, const char*& body) {
   for (;;) {
     if (end_ - begin_ >= sizeof(frame_header)) {
@@ -135,11 +151,14 @@ bool frame_reader::next(frame_header& header, const char*& body) {
         begin_ += whole;
         return true;
       }
-      if (whole > buffer_.size()) {
-        // Make room for a large frame: move what we have to the front of a bigger buffer.
-        std::vector<char> bigger(whole);
-        std::memcpy(bigger.data(), buffer_.data() + begin_, end_ - begin_);
-        end_ -= begin_;
+      const std::size_t have = end_ - begin_;
+      // A header's size is the peer's claim, not bytes it sent: the buffer grows to at most
+      // twice what has arrived, so a torn or lying frame costs what was really sent.
+      const std::size_t room = std::min(whole, std::max(buffer_.size(), 2 * have));
+      if (room > buffer_.size()) {
+        std::vector<char> bigger(room);
+        std::memcpy(bigger.data(), buffer_.data() + begin_, have);
+        end_ = have;
         begin_ = 0;
         buffer_.swap(bigger);
       }

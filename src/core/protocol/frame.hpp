@@ -115,6 +115,10 @@ class frame_reader {
   bool next(frame_header& header, const char*& body);
   /// True if a whole frame is already buffered (no read needed).
   bool has_buffered_frame() const;
+  /// Reads until the next frame's header has arrived and copies it to `header`, leaving the
+  /// frame to next(): a first frame can be judged by its claimed size before its body is
+  /// waited for. False at end of stream. Throws std::system_error if reading fails.
+  bool peek_header(frame_header& header);
 
  private:
   os::channel& channel_;

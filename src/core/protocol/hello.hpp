@@ -16,6 +16,10 @@ namespace multiproc::detail {
 inline constexpr char hello_magic[8] = {'M', 'P', 'R', 'O', 'C', '0', '0', '1'};
 /// Exit code of a spawned child whose start-up proof failed (it never runs the program).
 inline constexpr int protocol_failure_exit_code = 86;
+/// The largest body a hello may claim (magic, secret, identity, pid, role: a few hundred
+/// bytes, the identity's path at most 32 Ki UTF-16 units on Windows); a first frame claiming
+/// more is refused before its body is read.
+inline constexpr std::uint32_t max_hello_body = 256 * 1024;
 
 /// What a child is started to do.
 enum class child_role : std::uint8_t {

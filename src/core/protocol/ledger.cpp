@@ -53,7 +53,9 @@ ledger_location read_ledger(const frame_header& header, const char* body) {
   where.token = reader.u64();
   where.size = reader.u64();
   where.offset = reader.u64();
-  if (where.offset + ledger_stride > where.size || where.offset % ledger_stride != 0) {
+  // Compared without adding to the peer's offset, which could wrap around.
+  if (where.size < ledger_stride || where.offset > where.size - ledger_stride ||
+      where.offset % ledger_stride != 0) {
     throw std::runtime_error("multiproc: the ledger frame names a word outside its block");
   }
   return where;
