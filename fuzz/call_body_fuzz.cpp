@@ -273,7 +273,7 @@ std::string symbolic(const std::string& body) {
 template <class Tuple>
 std::string encoded(core::invoker_fn invoker, core::raw_function target, const Tuple& arguments) {
   const core::call_spec spec{invoker, target, &core::write_tuple<Tuple>, &arguments};
-  return core::encode_call(spec);
+  return core::encode_call(spec)->bytes;
 }
 
 std::vector<std::string> seeds() {
@@ -288,7 +288,7 @@ std::vector<std::string> seeds() {
     const core::chunk_view<std::string> view{items.data(), items.size()};
     const core::call_spec spec{&wrap_shout_chunk, as(&shout), &core::write_chunk<std::string>,
                                &view};
-    bodies.push_back(core::encode_call(spec));
+    bodies.push_back(core::encode_call(spec)->bytes);
   }
   // Forged: the wrong target for an invoker; an unregistered invoker (the library's own).
   bodies.push_back(encoded(&wrap_add, as(&shout), std::tuple<int, int>(1, 2)));
@@ -347,7 +347,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   targets_run = 0;
   std::string result;
   const core::task_outcome outcome = core::run_call_body(
-      body, bytes.size(), with_result ? &result : nullptr, 0, false, nullptr, nullptr);
+      body, bytes.size(), with_result ? &result : nullptr, 0, false, nullptr, nullptr, nullptr);
   MULTIPROC_FUZZ_CHECK(calling == nullptr);
   if (must_refuse) {
     MULTIPROC_FUZZ_CHECK(outcome.status == core::result_status::bad_arguments);

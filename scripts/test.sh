@@ -6,7 +6,7 @@
 #   - Linux with AddressSanitizer + UndefinedBehaviorSanitizer (clang 19)
 #   - Linux with ThreadSanitizer (clang 19)
 #   - Windows programs (mingw-w64), run under Wine
-#   - the libFuzzer targets (clang-16, ASan + UBSan), 30 s each (scripts/fuzz.sh)
+#   - the libFuzzer targets (clang-16, ASan + UBSan): findings replayed, 10 s each (fuzz.sh)
 # Every configuration runs the conformance suite on every start method it has. Then the API
 # reference (scripts/docs.sh --check: doxygen warnings fail it, the site is checked in headless
 # Chromium) and the Debian package (scripts/package-test.sh: built, installed with dpkg, used by
@@ -73,7 +73,7 @@ if [ "$quick" = 0 ]; then
   step "linux-tsan (clang 19)" linux_suite tsan-clang19 -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_CXX_COMPILER=clang++-19 -DMULTIPROC_SANITIZE=thread -DMULTIPROC_EXAMPLES=OFF
   step "windows (mingw-w64 under Wine)" scripts/windows-tests.sh build/ci-mingw
-  step "fuzz (libFuzzer, 30 s per target)" scripts/fuzz.sh 30
+  step "fuzz (libFuzzer, 10 s per target)" scripts/fuzz.sh 10
   step "docs (doxygen + site check)" scripts/docs.sh --check --out build/ci-docs
   step "debian package (dpkg -i, consumers, dpkg -r)" scripts/package-test.sh build/ci-package
 fi
