@@ -361,6 +361,30 @@ TEST_P(pool_conformance, default_size_is_cpu_count_and_zero_is_invalid) {
   EXPECT_EQ(pool.size(), mp::cpu_count());
 }
 
+TEST_P(pool_conformance, absurd_sizes_are_refused_naming_the_value) {
+  const int minus_one = -1;
+  try {
+    mp::pool pool(static_cast<unsigned>(minus_one));  // what mp::pool(-1) compiles to
+    ADD_FAILURE() << "mp::pool(-1) started " << pool.size() << " workers";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("4294967295"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(mp::pool(mp::pool_options{mp::max_pool_processes + 1, {}, 0, GetParam()}),
+               std::invalid_argument);
+}
+
+TEST_P(pool_conformance, many_more_workers_than_cpus_work) {
+  const unsigned workers = 200;
+  mp::pool pool(options(workers));
+  EXPECT_EQ(pool.size(), workers);
+  std::vector<int> items(1000);
+  for (int i = 0; i < 1000; ++i)
+    items[i] = i;
+  const std::vector<int> squares = pool.map(square, items, 1);
+  for (int i = 0; i < 1000; ++i)
+    ASSERT_EQ(squares[i], i * i);
+}
+
 TEST_P(pool_conformance, tasks_spread_over_workers) {
   mp::pool pool(options(2));
   std::set<long> pids;

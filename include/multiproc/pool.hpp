@@ -55,10 +55,14 @@ class call {
   std::shared_ptr<const detail::encoded_call> encoded_;
 };
 
+/// The most workers a pool may have. A larger count is almost always a negative number
+/// converted to unsigned (`mp::pool(-1)` asks for 4 294 967 295): refused, not attempted.
+inline constexpr unsigned max_pool_processes = 1024;
+
 /// How a pool is built. Designated initialisers in this order:
 /// `mp::pool_options{.processes = 4, .initializer = mp::call(setup, 1), .maxtasksperchild = 100}`.
 struct pool_options {
-  /// Worker processes; 0 means mp::cpu_count().
+  /// Worker processes; 0 means mp::cpu_count(); at most mp::max_pool_processes.
   unsigned processes = 0;
   /// Runs once in each worker before its first task. If it throws, the pool is broken: every
   /// pending and later result fails with mp::state_error naming the initializer's error, and
@@ -343,10 +347,11 @@ class MULTIPROC_API pool {
  public:
   /// Starts mp::cpu_count() workers with the default start method.
   pool() : pool(pool_options{}) {}
-  /// Starts `processes` workers. Throws std::invalid_argument if it is 0, mp::start_error
-  /// if no worker can be started.
+  /// Starts `processes` workers. Throws std::invalid_argument if it is 0 or more than
+  /// mp::max_pool_processes (naming the value), mp::start_error if no worker can be started.
   explicit pool(unsigned processes);
-  /// Starts a pool as `options` say. Throws std::invalid_argument, mp::start_error.
+  /// Starts a pool as `options` say. Throws std::invalid_argument (more than
+  /// mp::max_pool_processes workers), mp::start_error.
   explicit pool(const pool_options& options);
   /// Takes over the other pool's workers and tasks; the other is left moved-from. Throws
   /// nothing.

@@ -2,6 +2,7 @@
 // pool_impl.hpp). The locking rules for all of them live here, with the state they guard.
 #include <algorithm>
 #include <stdexcept>
+#include <string>
 
 #include <multiproc/errors.hpp>
 #include <multiproc/this_process.hpp>
@@ -14,6 +15,12 @@
 namespace multiproc::detail {
 
 std::shared_ptr<pool_impl> pool_impl::start(const pool_options& options) {
+  if (options.processes > max_pool_processes) {
+    throw std::invalid_argument(
+        "mp::pool: " + std::to_string(options.processes) + " processes asked for, more than " +
+        std::to_string(max_pool_processes) +
+        " (mp::max_pool_processes); a negative count converted to unsigned looks like this");
+  }
   ensure_may_start();
   std::shared_ptr<pool_impl> impl(new pool_impl);
   impl->options_ = options;
