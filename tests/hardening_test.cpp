@@ -1,5 +1,6 @@
 // Hardening (issue 9): many threads on one pool or process, and every codec phase failing
 // where it can. On every start method; each test states the outcome and checks it.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -91,6 +93,54 @@ int take_unencodable(unencodable_argument a) {
   std::ofstream(a.ran_file, std::ios::app) << a.value << '\n';
   return a.value;
 }
+
+/// Appends this worker's pid to `path` (one line each) and returns `x`: the chaos thread
+/// learns whom it can kill from this file.
+int note_pid_and_echo(std::pair<int, std::string> item) {
+  { std::ofstream(item.second, std::ios::app) << mp::this_process::id() << '\n'; }
+  std::this_thread::sleep_for(std::chrono::microseconds(50));
+  return item.first;
+}
+
+/// While alive: every 50 ms, SIGKILLs (TerminateProcess on Windows) a worker whose pid the
+/// tasks wrote to `pid_file` most recently, and samples how many children this process has.
+class chaos_monkey {
+ public:
+  explicit chaos_monkey(std::string pid_file) : pid_file_(std::move(pid_file)) {
+    thread_ = std::thread([this] {
+      std::ifstream pids;
+      long latest = 0;
+      while (!stop_.load()) {
+        if (!pids.is_open()) pids.open(pid_file_);
+        for (std::string line; pids.is_open() && std::getline(pids, line);) {
+          if (!line.empty()) latest = std::stol(line);
+        }
+        pids.clear();  // at the end for now: the tasks append more
+        if (latest != 0 && multiproc_test::process_running(latest)) {
+          multiproc_test::kill_from_outside(latest);
+          ++kills_;
+        }
+        most_children_ =
+            std::max(most_children_.load(), multiproc_test::count_resources().children);
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the pace, not sync
+      }
+    });
+  }
+  ~chaos_monkey() { stop(); }
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  int kills() const { return kills_.load(); }
+  int most_children() const { return most_children_.load(); }
+
+ private:
+  std::string pid_file_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> kills_{0};
+  std::atomic<int> most_children_{0};
+  std::thread thread_;
+};
 
 class hardening : public multiproc_test::method_test {};
 
@@ -257,6 +307,61 @@ TEST_P(hardening, an_argument_that_cannot_be_encoded_is_refused_before_submissio
     EXPECT_TRUE(item == "1" || item == "2") << "ran: " << item;
   }
   std::remove(ran.c_str());
+}
+
+// Item 8: workers killed from outside every 50 ms during a map of 10 000 items (chunksize 1)
+// and an imap_unordered: every item is either right or worker_lost, never more than N workers
+// are alive at once, and nothing is left behind (the fixture counts zombies, descriptors,
+// children).
+TEST_P(hardening, chaos_kills_workers_during_map_and_imap_unordered) {
+  const std::string pid_file = multiproc_test::temporary_path("chaos-pids");
+  constexpr unsigned workers = 2;
+  constexpr int count = 10000;
+  std::vector<std::pair<int, std::string>> items;
+  for (int i = 0; i < count; ++i)
+    items.emplace_back(i, pid_file);
+  int map_outcomes_lost = 0;
+  int unordered_right = 0;
+  int unordered_lost = 0;
+  int most_children = 0;
+  int kills = 0;
+  {
+    mp::pool pool(options(workers));
+    chaos_monkey monkey(pid_file);
+    try {
+      const std::vector<int> values = pool.map(note_pid_and_echo, items, 1);
+      ASSERT_EQ(values.size(), static_cast<std::size_t>(count));
+      for (int i = 0; i < count; ++i)
+        ASSERT_EQ(values[i], i);
+    } catch (const mp::worker_lost&) {
+      ++map_outcomes_lost;
+    }
+    std::vector<bool> seen(count, false);
+    auto unordered = pool.imap_unordered(note_pid_and_echo, items, 1);
+    for (auto it = unordered.begin(); it != unordered.end(); ++it) {
+      try {
+        const int value = *it;
+        ASSERT_GE(value, 0);
+        ASSERT_LT(value, count);
+        ASSERT_FALSE(seen[value]) << value << " arrived twice";
+        seen[value] = true;
+        ++unordered_right;
+      } catch (const mp::worker_lost&) {
+        ++unordered_lost;
+      }
+    }
+    monkey.stop();
+    kills = monkey.kills();
+    most_children = monkey.most_children();
+    EXPECT_EQ(pool.apply(twice, 5), 10) << "the pool serves on after the chaos";
+  }
+  std::remove(pid_file.c_str());
+  EXPECT_EQ(unordered_right + unordered_lost, count) << "an item neither arrived nor failed";
+  EXPECT_LE(most_children, static_cast<int>(workers)) << "more workers alive than the pool has";
+  EXPECT_GT(kills, 0) << "the chaos thread killed nobody: the test proved nothing";
+  RecordProperty("kills", std::to_string(kills));
+  RecordProperty("map_lost", std::to_string(map_outcomes_lost));
+  RecordProperty("unordered_lost", std::to_string(unordered_lost));
 }
 
 INSTANTIATE_TEST_SUITE_P(methods, hardening, ::testing::ValuesIn(multiproc_test::pool_methods()),
