@@ -18,6 +18,7 @@ TEST(posix_signals, not_on_windows) {
 #include <atomic>
 #include <chrono>
 #include <numeric>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -78,6 +79,13 @@ int sleepy_square(int x) {
 std::size_t sum_of_bytes(std::vector<unsigned char> bytes) {
   return std::accumulate(bytes.begin(), bytes.end(), std::size_t{0});
 }
+void sleep_for_ever() {
+  for (;;)
+    std::this_thread::sleep_for(1h);
+}
+void exit_three() {
+  std::_Exit(3);
+}
 void nap_then_exit(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   std::_Exit(5);
@@ -118,6 +126,53 @@ TEST_P(posix_signals, interrupted_calls_are_resumed_everywhere) {
   pool.close();
   pool.join();
   EXPECT_GT(deliveries.load(), 10) << "the storm did not reach this process";
+}
+
+// With SIGCHLD set to SIG_IGN the kernel keeps no exit status: join() still returns once the
+// child ended, exitcode() reads 255 (documented: the status is lost), pools work, and no
+// zombie is left (the fixture counts them).
+TEST_P(posix_signals, sigchld_ignored_joins_with_the_lost_status_code) {
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  struct sigaction previous {};
+  sigaction(SIGCHLD, &ignore, &previous);
+  mp::process child(GetParam(), exit_three);
+  child.start();
+  const bool joined = child.join(30s);
+  const std::optional<int> code = child.exitcode();
+  std::vector<int> squares;
+  {
+    mp::pool pool(mp::pool_options{2, {}, 1, GetParam()});  // workers retire and are replaced
+    squares = pool.map(sleepy_square, std::vector<int>{1, 2, 3, 4, 5, 6}, 1);
+  }
+  sigaction(SIGCHLD, &previous, nullptr);
+  EXPECT_TRUE(joined);
+  EXPECT_EQ(code, std::optional<int>(255));
+  EXPECT_EQ(squares, (std::vector<int>{1, 4, 9, 16, 25, 36}));
+}
+
+// SIGTERM (and SIGINT) blocked in the starting thread: the child does not inherit the mask,
+// so terminate() still ends it at once (it did not on fork: the child kept SIGTERM blocked
+// and join(5 s) timed out), and a pool's terminate() needs no escalation to SIGKILL.
+TEST_P(posix_signals, terminate_works_when_the_parent_blocks_sigterm) {
+  sigset_t blocked;
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGTERM);
+  sigaddset(&blocked, SIGINT);
+  sigset_t previous;
+  pthread_sigmask(SIG_BLOCK, &blocked, &previous);
+  mp::process child(GetParam(), sleep_for_ever);
+  child.start();
+  child.terminate();
+  const bool ended = child.join(30s);
+  if (!ended) {
+    child.kill();
+    child.join();
+  }
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  EXPECT_TRUE(ended) << "terminate() did not end a child whose parent blocks SIGTERM";
+  EXPECT_EQ(child.exitcode(), std::optional<int>(-SIGTERM));
 }
 
 INSTANTIATE_TEST_SUITE_P(methods, posix_signals,

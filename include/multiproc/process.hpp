@@ -81,7 +81,8 @@ class MULTIPROC_API process {
   bool is_alive() const;
   /// Asks the child to end: SIGTERM on POSIX; TerminateProcess on Windows, where exitcode()
   /// then reads -SIGTERM as in Python. No-op once it ended. Throws mp::state_error before
-  /// start().
+  /// start(). POSIX: every child starts with no signal blocked (a forked one too, whatever the
+  /// starting thread had blocked), so only the target's own handler or mask can refuse it.
   void terminate();
   /// Ends the child at once: SIGKILL on POSIX; TerminateProcess on Windows (exitcode()
   /// reads -SIGKILL). No-op once it ended. Throws mp::state_error before start().
@@ -89,10 +90,10 @@ class MULTIPROC_API process {
   /// nullopt before start() and while the child runs (it polls, as Python's does); then 0 on
   /// success, 1 for an uncaught exception (printed as "<type>: <what>" on the child's stderr)
   /// or arguments the child could not decode, the status passed to exit(), or -N if signal N
-  /// ended it. POSIX: 255 if the program's own waitpid(-1, ...) reaped the child (its status
-  /// is lost). Windows: -15 / -9 after this object's terminate() / kill(); otherwise the
-  /// exit code bit for bit, so abort() reads 3 and a crash its NTSTATUS as a negative int
-  /// (0xC0000005 reads -1073741819).
+  /// ended it. POSIX: 255 if the child's status was lost: the program's own waitpid(-1, ...)
+  /// reaped it, or SIGCHLD is set to SIG_IGN (the system then keeps no status). Windows: -15 / -9
+  /// after this object's terminate() / kill(); otherwise the exit code bit for bit, so abort()
+  /// reads 3 and a crash its NTSTATUS as a negative int (0xC0000005 reads -1073741819).
   std::optional<int> exitcode() const;
   /// The child's process id; nullopt before start().
   std::optional<long> pid() const;

@@ -171,7 +171,11 @@ child fork_child(int (*entry)(void* context), void* context, std::span<const nat
   if (pid == 0) {
     posix::close_registered_descriptors(keep, true);
     drop_inherited_output();
-    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+    // No blocked signal, as a spawned child starts: a SIGTERM the forking thread had blocked
+    // would otherwise make terminate() a no-op on this child. Handlers stay (it is a copy).
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, nullptr);
     if (kind == child_kind::pool_worker && !die_with_parent(parent)) ::_exit(0);
     const int code = entry(context);
     flush_own_output();
