@@ -155,4 +155,21 @@ class MULTIPROC_API closed_error : public error {
   using error::error;
 };
 
+/// A process died (or ended) while it held an mp::mutex, mp::recursive_mutex or the lock of an
+/// mp::condition. Thrown once, by the acquire() that notices it (within about 100 ms of the
+/// death; on POSIX once the dead process has been reaped, e.g. by join()); that acquire does
+/// not hold the lock, which is free again: the next acquire() takes it normally. Whatever the
+/// dead holder was changing under the lock may be half-done.
+class MULTIPROC_API owner_died_error : public error {
+ public:
+  using error::error;
+};
+
+/// An mp::barrier is broken: abort() was called, a wait timed out, or reset() was called while
+/// parties were waiting (Python's BrokenBarrierError).
+class MULTIPROC_API broken_barrier_error : public error {
+ public:
+  using error::error;
+};
+
 }  // namespace multiproc

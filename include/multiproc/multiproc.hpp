@@ -10,6 +10,8 @@
 #include <multiproc/process.hpp>
 #include <multiproc/queue.hpp>
 #include <multiproc/serialization.hpp>
+#include <multiproc/shared_memory.hpp>
+#include <multiproc/synchronize.hpp>
 #include <multiproc/this_process.hpp>
 
 /// Python's multiprocessing for C++: mp::process runs a function in another process, mp::pool

@@ -65,7 +65,10 @@ std::uint64_t creation_time(HANDLE process) noexcept {
 }  // namespace
 
 process_stamp this_process_stamp() noexcept {
-  return {static_cast<std::int64_t>(GetCurrentProcessId()), creation_time(GetCurrentProcess())};
+  // Computed once: no fork here, and the locks read it on every acquire.
+  static const process_stamp self{static_cast<std::int64_t>(GetCurrentProcessId()),
+                                  creation_time(GetCurrentProcess())};
+  return self;
 }
 
 process_stamp stamp_of(const child& started) noexcept {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 
 namespace multiproc::detail {
 
@@ -18,6 +19,14 @@ constexpr std::chrono::nanoseconds saturated_timeout(std::chrono::duration<Rep, 
   if (!(asked > seconds_float::zero())) return std::chrono::nanoseconds::zero();  // also NaN
   if (asked >= seconds_float(no_deadline_beyond)) return no_deadline_beyond;
   return std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+}
+
+/// A timeout as the blocking calls take it: nullopt for "no deadline" (saturated as above).
+template <class Rep, class Period>
+std::optional<std::chrono::nanoseconds> optional_timeout(std::chrono::duration<Rep, Period> t) {
+  const auto saturated = saturated_timeout(t);
+  if (saturated >= no_deadline_beyond) return std::nullopt;
+  return saturated;
 }
 
 }  // namespace multiproc::detail

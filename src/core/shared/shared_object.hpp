@@ -21,6 +21,8 @@ class shared_object {
   enum class kind : std::uint32_t {
     queue = 1,
     pipe = 2,
+    sync = 3,    ///< mp::mutex, mp::event, ... (synchronize.cpp)
+    memory = 4,  ///< mp::shared_memory, mp::value, mp::array (shared_memory.cpp)
   };
 
   /// A new object of `kind` with `payload` bytes of its own (zeroed) after the header; with
