@@ -21,6 +21,7 @@ inline constexpr int protocol_failure_exit_code = 86;
 enum class child_role : std::uint8_t {
   process = 0,      ///< an mp::process: run one call (a run_once frame), then exit
   pool_worker = 1,  ///< a pool worker: run tasks until stopped
+  forkserver = 2,   ///< a fork server: run the preload calls, then fork children on request
 };
 
 /// Appends the hello a spawned child expects: magic, `secret`, this image's identity, this
