@@ -129,6 +129,8 @@ def bench_method(method, args, log, res, save):
 
     record("pool_start_close_join/2", sample(pool_start(2), lo, hi, budget))
     record("pool_start_close_join/cpu_count", sample(pool_start(ncpu), lo, hi, budget))
+    if args.start_only:
+        return
 
     # Throughput workloads share one pool, as multiproc_bench does: they measure the pool at
     # work, not its start-up. Pool() with no argument is Python's own default: cpu_count().
@@ -223,6 +225,8 @@ def main():
     ap.add_argument("--budget", type=float, default=1.0,
                     help="seconds after which a workload stops taking samples once it has "
                          "--min-reps of them")
+    ap.add_argument("--start-only", action="store_true",
+                    help="only the start workloads (process start+join, pool start+close+join)")
     ap.add_argument("--out", help="write the JSON here instead of stdout")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing (apt-get, as root), then
 # builds and tests
-#   - Linux, default start method fork, warnings as errors (Debug)
+#   - Linux, default start method auto (the default: fork, or forkserver in a threaded
+#     program), warnings as errors (Debug)
 #   - Linux, default start method spawn, warnings as errors (Release)
 #   - Linux with AddressSanitizer + UndefinedBehaviorSanitizer (clang 19)
 #   - Linux with ThreadSanitizer (clang 19)
@@ -59,7 +60,7 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 ctest_extra=()
-step "linux-fork (Debug)" linux_suite fork -DCMAKE_BUILD_TYPE=Debug -DMULTIPROC_BACKEND=fork
+step "linux-auto (Debug)" linux_suite auto -DCMAKE_BUILD_TYPE=Debug -DMULTIPROC_BACKEND=auto
 if [ "$quick" = 0 ]; then
   step "linux-spawn (Release)" linux_suite spawn -DCMAKE_BUILD_TYPE=Release -DMULTIPROC_BACKEND=spawn
   # Sanitized builds run the suites, not the packaging and compile-failure checks. They build

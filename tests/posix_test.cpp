@@ -28,6 +28,7 @@
 
 #include <multiproc/multiproc.hpp>
 
+#include "../src/core/forkserver.hpp"
 #include "../src/core/protocol/frame.hpp"
 #include "../src/core/protocol/hello.hpp"
 #include "support.hpp"
@@ -338,7 +339,9 @@ int sockets_above_stdio(int) {
 TEST_F(posix_fork, each_forked_worker_holds_only_its_own_channel) {
   MULTIPROC_SKIP_FORK_POOLS_WHEN_SANITIZED();
   // Workers are forked by several supervisor threads while others create channels: none may
-  // hold another worker's channel (it would hide that worker's death).
+  // hold another worker's channel (it would hide that worker's death). The fork server's link
+  // (a socket of the library's, which forked workers do not inherit) is closed first.
+  mp::detail::stop_forkserver();
   const int own = sockets_above_stdio(0);  // sockets the program (or its runner) opened itself
   for (int round = 0; round < 3; ++round) {
     mp::pool pool(mp::pool_options{8, {}, 0, mp::start_method::fork});

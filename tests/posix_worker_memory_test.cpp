@@ -43,10 +43,11 @@ long reset_peak_kib(int) {
   return status_kib("VmHWM");
 }
 
-/// In a worker: how many shared blocks (payload memfds) its parent holds right now.
+/// In a worker: how many shared blocks (payload memfds) its parent holds right now (the pool's
+/// process: on forkserver, not the server that forked the worker).
 int parent_payload_blocks(std::vector<char> payload) {
   (void)payload;
-  const std::string dir = "/proc/" + std::to_string(::getppid()) + "/fd/";
+  const std::string dir = "/proc/" + std::to_string(mp::this_process::parent_id()) + "/fd/";
   int blocks = 0;
   for (int fd = 0; fd < 4096; ++fd) {
     char target[256];

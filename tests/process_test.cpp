@@ -298,12 +298,53 @@ using this_process = multiproc_test::checked;
 TEST_F(start_methods, default_is_available_and_spawn_always_is) {
   EXPECT_TRUE(mp::start_method_available(mp::default_start_method()));
   EXPECT_TRUE(mp::start_method_available(mp::start_method::spawn));
+  EXPECT_TRUE(mp::start_method_available(mp::start_method::automatic));
   EXPECT_EQ(mp::start_method_available(mp::start_method::fork), MULTIPROC_HAS_FORK == 1);
 #if defined(MULTIPROC_TEST_EXPECT_DEFAULT_SPAWN)
   EXPECT_EQ(mp::default_start_method(), mp::start_method::spawn);
-#elif MULTIPROC_HAS_FORK
+#elif defined(MULTIPROC_TEST_EXPECT_DEFAULT_FORK)
   EXPECT_EQ(mp::default_start_method(), mp::start_method::fork);
+#elif defined(MULTIPROC_TEST_EXPECT_DEFAULT_FORKSERVER)
+  EXPECT_EQ(mp::default_start_method(), mp::start_method::forkserver);
+#elif MULTIPROC_HAS_FORK
+  EXPECT_EQ(mp::default_start_method(), mp::start_method::automatic);
+#else
+  EXPECT_EQ(mp::default_start_method(), mp::start_method::spawn);
 #endif
+}
+
+TEST_F(start_methods, an_unavailable_method_is_a_start_error_naming_it) {
+  for (auto m : {mp::start_method::fork, mp::start_method::forkserver}) {
+    if (mp::start_method_available(m)) continue;
+    try {
+      mp::process p(m, [] {});
+      ADD_FAILURE() << "an unavailable start method was accepted";
+    } catch (const mp::start_error& e) {
+      EXPECT_EQ(e.code(), std::errc::function_not_supported) << e.what();
+      EXPECT_NE(std::string(e.what()).find(m == mp::start_method::fork ? "fork" : "forkserver"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+TEST_F(start_methods, automatic_resolves_to_a_method_a_start_can_use) {
+  const mp::start_method chosen = mp::resolve_start_method(mp::start_method::automatic);
+  EXPECT_NE(chosen, mp::start_method::automatic);
+  EXPECT_TRUE(mp::start_method_available(chosen));
+  for (auto m : {mp::start_method::fork, mp::start_method::spawn, mp::start_method::forkserver})
+    EXPECT_EQ(mp::resolve_start_method(m), m);
+#if !MULTIPROC_HAS_FORK
+  EXPECT_EQ(chosen, mp::start_method::spawn);
+#endif
+  // A started process tells the method it was started with, never automatic.
+  mp::process p(mp::start_method::automatic, [] {});
+  EXPECT_EQ(p.method(), mp::start_method::automatic);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_NE(p.method(), mp::start_method::automatic);
+  EXPECT_TRUE(mp::start_method_available(p.method()));
 }
 
 TEST_F(this_process, ids_and_cpu_count) {

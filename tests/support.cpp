@@ -35,7 +35,8 @@ void checked::TearDown() {
 
 std::vector<multiproc::start_method> available_methods() {
   std::vector<multiproc::start_method> methods;
-  for (auto m : {multiproc::start_method::fork, multiproc::start_method::spawn}) {
+  for (auto m : {multiproc::start_method::fork, multiproc::start_method::spawn,
+                 multiproc::start_method::forkserver}) {
     if (multiproc::start_method_available(m)) methods.push_back(m);
   }
   return methods;
@@ -43,14 +44,29 @@ std::vector<multiproc::start_method> available_methods() {
 
 std::vector<multiproc::start_method> pool_methods() {
 #if defined(MULTIPROC_TEST_SANITIZED) && !defined(MULTIPROC_TEST_SANITIZER_FORK_SAFE)
-  return {multiproc::start_method::spawn};
+  // The fork server forks from a process with one thread: the sanitizers' runtimes cope.
+  std::vector<multiproc::start_method> methods{multiproc::start_method::spawn};
+  if (multiproc::start_method_available(multiproc::start_method::forkserver)) {
+    methods.push_back(multiproc::start_method::forkserver);
+  }
+  return methods;
 #else
   return available_methods();
 #endif
 }
 
 std::string method_name(const ::testing::TestParamInfo<multiproc::start_method>& info) {
-  return info.param == multiproc::start_method::fork ? "fork" : "spawn";
+  switch (info.param) {
+    case multiproc::start_method::fork:
+      return "fork";
+    case multiproc::start_method::spawn:
+      return "spawn";
+    case multiproc::start_method::forkserver:
+      return "forkserver";
+    case multiproc::start_method::automatic:
+      return "automatic";
+  }
+  return "unknown";
 }
 
 }  // namespace multiproc_test

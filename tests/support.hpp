@@ -15,6 +15,8 @@ namespace multiproc_test {
 /// What this process holds that a leak would show: open descriptors (handles on Windows),
 /// zombie children, live children, shared-memory segments of this user, and (Linux) the
 /// library's shared blocks: memfd descriptors this process holds and memfd mappings it has.
+/// The fork server (POSIX) outlives the test that started it: it and the descriptors this
+/// process holds for it are left out, and its children count as this process's own.
 struct resource_counts {
   int descriptors = 0;
   int zombies = 0;
@@ -56,10 +58,11 @@ class method_test : public checked, public ::testing::WithParamInterface<multipr
 
 /// Every start method this platform has: the conformance suite runs on each.
 std::vector<multiproc::start_method> available_methods();
-/// The start methods pools are tested on: every available one, but spawn only in sanitized
+/// The start methods pools are tested on: every available one, but no fork in sanitized
 /// builds whose runtime is not fork-safe (GCC 12's sanitizer runtimes deadlock in a child
-/// forked from a threaded parent). MULTIPROC_TEST_SANITIZER_FORK_SAFE (tests/CMakeLists.txt)
-/// marks a sanitizer runtime that is: pools then run on fork too.
+/// forked from a threaded parent; the fork server has one thread, so it stays).
+/// MULTIPROC_TEST_SANITIZER_FORK_SAFE (tests/CMakeLists.txt) marks a sanitizer runtime that
+/// is: pools then run on fork too.
 std::vector<multiproc::start_method> pool_methods();
 /// Skips the calling test in sanitized builds whose runtime is not fork-safe, for tests that
 /// fork from a threaded parent.

@@ -9,11 +9,27 @@ namespace multiproc {
 
 /// How a child process starts.
 enum class start_method {
-  /// fork(): the child is a copy of the parent and runs the target directly. POSIX only.
+  /// fork(): the child is a copy of the parent and runs the target directly. POSIX only. In a
+  /// program with threads of its own it may inherit a lock another thread held at the fork,
+  /// held for ever in the child (see automatic).
   fork,
   /// Re-execute this program's own image; the child is diverted by mp::init into the target.
   /// Works everywhere; the only method on Windows.
   spawn,
+  /// A fork server: a copy of the program started (by spawn) the first time it is needed,
+  /// with one thread and no lock held, forks each child on request and hands it over. As fast
+  /// as fork, as safe as spawn with threads. Children behave as forked ones (exit codes,
+  /// terminate, kill, join, pool worker replacement) but start from the server's memory: the
+  /// program's state at the server's start, plus what the preload calls did
+  /// (mp::set_forkserver_preload), not the parent's present state. Linux 5.3 or later only:
+  /// elsewhere (Windows, the portable POSIX build) mp::start_method_available says false and
+  /// starting with it throws mp::start_error.
+  forkserver,
+  /// Decided at each start: fork while the program runs no thread but the main thread and
+  /// multiproc's own (pool supervisors), otherwise forkserver (spawn where there is none).
+  /// spawn on Windows. mp::resolve_start_method tells what it picks now; mp::process::method
+  /// what it picked for a started process. The default on Linux.
+  automatic,
 };
 
 /// The `if __name__ == "__main__"` guard: call it as the first line of main(). In a child
@@ -23,12 +39,20 @@ enum class start_method {
 /// main: no fork bomb). Throws nothing.
 MULTIPROC_API void init(int argc, char** argv);
 
-/// The start method chosen at build time (CMake MULTIPROC_BACKEND: fork or spawn); spawn on
-/// Windows.
+/// The start method chosen at build time (CMake MULTIPROC_BACKEND: auto, fork, forkserver or
+/// spawn; unset: automatic on POSIX, spawn on Windows). Throws nothing.
 MULTIPROC_API start_method default_start_method() noexcept;
 
-/// Whether `method` can be used on this platform (fork: POSIX only).
+/// Whether `method` can be used on this platform: spawn and automatic everywhere; fork on
+/// POSIX; forkserver on Linux 5.3 or later outside the portable POSIX build. Throws nothing.
 MULTIPROC_API bool start_method_available(start_method method) noexcept;
+
+/// The start method a start with `method` would use now: `method` itself, unless it is
+/// automatic -- then fork if the program runs no thread but its main thread and multiproc's
+/// own, else forkserver (spawn where forkserver is not available, or where the threads cannot
+/// be counted); spawn on Windows. Counting costs a read of /proc/self/stat (a few
+/// microseconds); a thread started while it is read may be missed. Throws nothing.
+MULTIPROC_API start_method resolve_start_method(start_method method) noexcept;
 
 /// Sets the program spawned children run, like Python's set_executable; empty restores the
 /// default (this program's own image: /proc/self/exe on Linux, GetModuleFileNameW on

@@ -5,6 +5,7 @@
 #include <multiproc/config.hpp>
 #include <multiproc/connection.hpp>
 #include <multiproc/errors.hpp>
+#include <multiproc/forkserver.hpp>
 #include <multiproc/init.hpp>
 #include <multiproc/pool.hpp>
 #include <multiproc/process.hpp>

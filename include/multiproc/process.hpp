@@ -105,7 +105,9 @@ class MULTIPROC_API process {
   bool daemon() const;
   /// Throws mp::state_error after start(), as Python does.
   void set_daemon(bool daemon);
-  /// The start method this object uses.
+  /// The start method: before start(), the one this object was made with (automatic
+  /// included); from start() on, the one the child was started with -- what automatic chose
+  /// (fork or forkserver; spawn on Windows). Throws mp::state_error on a moved-from object.
   start_method method() const;
 
  private:

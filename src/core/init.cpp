@@ -56,7 +56,8 @@ namespace {
   if (accepted.role == child_role::pool_worker && !os::die_with_parent(accepted.parent)) {
     std::_Exit(0);  // the parent is gone already: nobody to serve
   }
-  std::exit(run_child(accepted.role, channel, reader));
+  const std::string_view secret = std::string_view(marker).substr(separator + 1);
+  std::exit(run_child(accepted.role, channel, reader, secret, accepted.parent));
 }
 
 }  // namespace
@@ -74,13 +75,13 @@ void init(int /*argc*/, char** /*argv*/) {
 start_method default_start_method() noexcept {
 #if defined(MULTIPROC_DEFAULT_SPAWN)
   return start_method::spawn;
+#elif defined(MULTIPROC_DEFAULT_FORK)
+  return start_method::fork;
+#elif defined(MULTIPROC_DEFAULT_FORKSERVER)
+  return start_method::forkserver;
 #else
-  return MULTIPROC_HAS_FORK ? start_method::fork : start_method::spawn;
+  return MULTIPROC_HAS_FORK ? start_method::automatic : start_method::spawn;
 #endif
-}
-
-bool start_method_available(start_method method) noexcept {
-  return method == start_method::spawn || MULTIPROC_HAS_FORK;
 }
 
 void set_executable(const std::string& utf8_path) {

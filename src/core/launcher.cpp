@@ -1,7 +1,9 @@
-// Starting children (see launcher.hpp), and mp::fork(): everything in core that depends on
-// whether fork exists is in this file.
+// Starting children (see launcher.hpp), the start methods' availability and the automatic
+// choice, and mp::fork(): everything in core that depends on whether fork exists is in this
+// file.
 #include "launcher.hpp"
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <span>
@@ -13,11 +15,15 @@
 #include <multiproc/this_process.hpp>
 
 #include "../os/fork.hpp"
+#include "../os/forkserver.hpp"
 #include "../os/spawn.hpp"
 #include "../os/system.hpp"
 #include "protocol/call.hpp"
 #include "protocol/task.hpp"
 #include "worker.hpp"
+#if MULTIPROC_HAS_FORK
+#include "forkserver.hpp"
+#endif
 
 namespace multiproc::detail {
 
@@ -27,18 +33,8 @@ os::child_kind kind_of(child_role role) {
   return role == child_role::pool_worker ? os::child_kind::pool_worker : os::child_kind::process;
 }
 
-/// A fresh random secret for one spawn, as hex.
-std::string make_secret() {
-  unsigned char bytes[16];
-  os::random_bytes(bytes, sizeof bytes);
-  static const char digits[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned char b : bytes) {
-    hex.push_back(digits[b >> 4]);
-    hex.push_back(digits[b & 15]);
-  }
-  return hex;
-}
+/// Threads marked own_thread that are running now.
+std::atomic<unsigned> own_threads{0};
 
 /// Writes what a child reads first. A child already gone (it refused the hello, or was
 /// killed) is not an error here: its exit code, or its channel's end, tells the owner.
@@ -53,14 +49,12 @@ void send_ignoring_a_gone_child(os::channel& channel, std::string_view head, std
   }
 }
 
-launched spawn(const launch_plan& plan) {
-  auto [parent_end, child_end] = os::make_channel_pair();
-  const std::string secret = make_secret();
-  launched started{os::spawn_child(child_end, secret, kind_of(plan.role)), std::move(parent_end)};
+/// Sends a started child what it reads first, after `head` (a spawned child's hello, or
+/// nothing): an mp::process's call (then the channel is closed: nothing else will come), or
+/// a pool worker's initializer frame.
+void send_first_frames(launched& started, const launch_plan& plan, std::string head) {
   try {
-    std::string head;
     std::vector<os::native_handle> attached;
-    append_hello(head, secret, plan.role);
     if (plan.role == child_role::process) {
       // The call (up to 2 GiB) is written from where it is rather than copied after the head.
       const std::string trailer = handle_trailer(plan.call->handles, started.child, attached);
@@ -77,13 +71,51 @@ launched spawn(const launch_plan& plan) {
     started.child.wait(std::nullopt);
     throw;
   }
+}
+
+launched spawn(const launch_plan& plan) {
+  auto [parent_end, child_end] = os::make_channel_pair();
+  const std::string secret = make_secret();
+  launched started{os::spawn_child(child_end, secret, kind_of(plan.role)), std::move(parent_end),
+                   start_method::spawn};
+  std::string head;
+  append_hello(head, secret, plan.role);
+  send_first_frames(started, plan, std::move(head));
   return started;
 }
 
 }  // namespace
 
-int run_child(child_role role, os::channel& channel, frame_reader& reader) {
+std::string make_secret() {
+  unsigned char bytes[16];
+  os::random_bytes(bytes, sizeof bytes);
+  static const char digits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char b : bytes) {
+    hex.push_back(digits[b >> 4]);
+    hex.push_back(digits[b & 15]);
+  }
+  return hex;
+}
+
+own_thread::own_thread() noexcept {
+  own_threads.fetch_add(1, std::memory_order_release);
+}
+own_thread::~own_thread() {
+  own_threads.fetch_sub(1, std::memory_order_release);
+}
+
+int run_child(child_role role, os::channel& channel, frame_reader& reader,
+              [[maybe_unused]] std::string_view secret, [[maybe_unused]] long parent) {
   if (role == child_role::pool_worker) return run_worker(channel, reader);
+  if (role == child_role::forkserver) {
+#if MULTIPROC_HAS_FORK
+    return run_forkserver(channel, reader, secret, parent);
+#else
+    std::fprintf(stderr, "multiproc: this platform has no fork server\n");
+    return protocol_failure_exit_code;
+#endif
+  }
   frame_header header{};
   const char* body = nullptr;
   if (!reader.next(header, body) || header.kind != frame_kind::run_once) {
@@ -118,10 +150,30 @@ void ensure_may_start() {
 
 start_method checked_method(start_method method) {
   if (!start_method_available(method)) {
-    throw start_error("the fork start method is not available on this platform",
-                      std::make_error_code(std::errc::function_not_supported));
+    std::string why = std::string("the ") + method_name(method) +
+                      " start method is not available on this platform";
+    if (method == start_method::forkserver) {
+      why += MULTIPROC_HAS_FORK
+                 ? " (it needs Linux 5.3 or later, and is not in the portable POSIX build)"
+                 : " (POSIX only)";
+    }
+    throw start_error(why, std::make_error_code(std::errc::function_not_supported));
   }
   return method;
+}
+
+const char* method_name(start_method method) noexcept {
+  switch (method) {
+    case start_method::fork:
+      return "fork";
+    case start_method::spawn:
+      return "spawn";
+    case start_method::forkserver:
+      return "forkserver";
+    case start_method::automatic:
+      return "automatic";
+  }
+  return "unknown";
 }
 
 }  // namespace multiproc::detail
@@ -137,6 +189,15 @@ long fork() {
 
 namespace detail {
 namespace {
+/// True while the program runs no thread but its main thread and the library's own. A thread
+/// counts as the library's from its first line to its last, inside the span the kernel counts
+/// it: a thread starting or ending is counted as the program's, never the other way round.
+bool only_own_threads() noexcept {
+  const unsigned own = own_threads.load(std::memory_order_acquire);
+  const unsigned all = os::thread_count();
+  return all != 0 && all <= 1 + own;
+}
+
 /// In a forked mp::process: the call and its handles, which the fork kept open under the
 /// same numbers.
 int forked_process(void* context) {
@@ -161,12 +222,13 @@ launched fork_child(const launch_plan& plan) {
       keep.push_back(handle.get());
     return {os::fork_child(&forked_process, const_cast<encoded_call*>(plan.call), keep,
                            os::child_kind::process),
-            {}};
+            {},
+            start_method::fork};
   }
   auto [parent_end, child_end] = os::make_channel_pair();
   const os::native_handle own_end[] = {child_end.read_handle()};
   launched started{os::fork_child(&forked_worker, &child_end, own_end, os::child_kind::pool_worker),
-                   std::move(parent_end)};
+                   std::move(parent_end), start_method::fork};
   child_end.close();
   try {
     std::string head;
@@ -180,12 +242,82 @@ launched fork_child(const launch_plan& plan) {
   }
   return started;
 }
+
+/// First frames up to this size are written before the child exists (see forkserver_child):
+/// far below what a Unix stream socket buffers, so the write never waits for a reader.
+constexpr std::size_t early_frames_limit = 32 * 1024;
+
+/// The server forks the child and hands it its end of the channel; the call's frame goes
+/// through the channel as for spawn, without a hello (the channel never left the two
+/// processes and the server: nobody else could have written to it). A small call is written
+/// into the channel before the request, so the child finds it the instant it is forked,
+/// rather than after this process has read the server's answer: one wake-up less between
+/// start() and the call running. A larger one follows the answer.
+launched forkserver_child(const launch_plan& plan) {
+  const std::size_t call_size = plan.call != nullptr ? plan.call->bytes.size() : 0;
+  const bool early = call_size <= early_frames_limit;
+  for (int attempt = 0;; ++attempt) {
+    auto [parent_end, child_end] = os::make_channel_pair();
+    if (early) {
+      // On POSIX a descriptor travels by SCM_RIGHTS: no receiver is needed to pass it.
+      const os::child nobody;
+      std::string head;
+      std::vector<os::native_handle> attached;
+      if (plan.role == child_role::process) {
+        const std::string trailer = handle_trailer(plan.call->handles, nobody, attached);
+        append_run_once_head(head, *plan.call, trailer);
+        head += plan.call->bytes;
+        head += trailer;
+      } else {
+        append_initializer(head, plan.call, nobody, attached);
+      }
+      try {
+        parent_end.write_all(head.data(), head.size(), attached);
+      } catch (const std::system_error& e) {
+        throw start_error(
+            std::string("multiproc: could not write a child's first frame: ") + e.what(), e.code());
+      }
+    }
+    os::child forked;
+    try {
+      forked = fork_from_server(plan.role, child_end);
+    } catch (const start_error& e) {
+      // The server was found dead (and reaped): once, a new one serves this very start.
+      if (e.code() == std::errc::broken_pipe && attempt == 0) continue;
+      throw;
+    }
+    launched started{std::move(forked), std::move(parent_end), start_method::forkserver};
+    if (!early) {
+      send_first_frames(started, plan, {});
+    } else if (plan.role == child_role::process) {
+      started.channel.close();  // nothing else will come
+    }
+    return started;
+  }
+}
 }  // namespace
 
 launched launch(const launch_plan& plan) {
-  return plan.method == start_method::fork ? fork_child(plan) : spawn(plan);
+  switch (resolve_start_method(plan.method)) {
+    case start_method::fork:
+      return fork_child(plan);
+    case start_method::forkserver:
+      return forkserver_child(plan);
+    default:
+      return spawn(plan);
+  }
 }
 }  // namespace detail
+
+bool start_method_available(start_method method) noexcept {
+  return method != start_method::forkserver || detail::os::forkserver_supported();
+}
+
+start_method resolve_start_method(start_method method) noexcept {
+  if (method != start_method::automatic) return method;
+  if (detail::only_own_threads()) return start_method::fork;
+  return detail::os::forkserver_supported() ? start_method::forkserver : start_method::spawn;
+}
 
 #else
 
@@ -194,6 +326,14 @@ launched launch(const launch_plan& plan) {
   return spawn(plan);
 }
 }  // namespace detail
+
+bool start_method_available(start_method method) noexcept {
+  return method == start_method::spawn || method == start_method::automatic;
+}
+
+start_method resolve_start_method(start_method method) noexcept {
+  return method == start_method::automatic ? start_method::spawn : method;
+}
 
 #endif
 

@@ -17,7 +17,7 @@ namespace multiproc {
 namespace detail {
 
 struct process_impl {
-  start_method method;
+  start_method method;  ///< as asked for; after start(), as resolved (never automatic then)
   /// The encoded call, decoded in the child on every start method; given up at start (the
   /// child has its own copies of the handles it carries by then).
   std::shared_ptr<const encoded_call> call;
@@ -84,7 +84,9 @@ void process::start() {
   auto& p = detail::checked(impl_);
   if (p.started) throw state_error("process::start: this process was already started");
   detail::ensure_may_start();
-  p.child = detail::launch({p.method, detail::child_role::process, p.call.get()}).child;
+  auto started = detail::launch({p.method, detail::child_role::process, p.call.get()});
+  p.child = std::move(started.child);
+  p.method = started.method;
   // The child counts as holding what its arguments carry from now on, before it has even
   // opened them (see travel_ticket); then the call and its copies go.
   if (!p.call->tickets.empty()) {

@@ -13,6 +13,8 @@ child::child(child&& other) noexcept {
   std::lock_guard<std::mutex> lock(other.mutex_);
   pid_ = std::exchange(other.pid_, 0);
   handle_ = std::move(other.handle_);
+  report_ = std::move(other.report_);
+  report_lost_ = std::exchange(other.report_lost_, false);
   exit_code_ = std::exchange(other.exit_code_, std::nullopt);
   signal_sent_ = std::exchange(other.signal_sent_, 0);
 }
@@ -22,6 +24,8 @@ child& child::operator=(child&& other) noexcept {
     std::scoped_lock lock(mutex_, other.mutex_);
     pid_ = std::exchange(other.pid_, 0);
     handle_ = std::move(other.handle_);  // closes the handle this one held
+    report_ = std::move(other.report_);
+    report_lost_ = std::exchange(other.report_lost_, false);
     exit_code_ = std::exchange(other.exit_code_, std::nullopt);
     signal_sent_ = std::exchange(other.signal_sent_, 0);
   }

@@ -37,6 +37,13 @@ class child {
   /// Used by the backends: a started child with its pid and (optionally) a handle to wait on
   /// (the process handle on Windows, a pidfd on Linux).
   child(long pid, native_handle handle) noexcept : pid_(pid), handle_(handle) {}
+  /// POSIX: a child the fork server forked for this process (src/posix/forkserver_linux.cpp).
+  /// It is the server's child, not this process's, so only the server can reap it: `report`
+  /// is the socket on which the server tells how it ended, and `pidfd` (required) waits for
+  /// it once the server is gone and signals it without ever reaching a process that reused
+  /// its pid.
+  child(long pid, native_handle pidfd, native_handle report) noexcept
+      : pid_(pid), handle_(pidfd), report_(report) {}
   child(child&& other) noexcept;
   child& operator=(child&& other) noexcept;
   child(const child&) = delete;
@@ -59,9 +66,16 @@ class child {
 
  private:
   void send_signal(int signal_number) noexcept;
+  /// POSIX, a fork server's child: wait() by the server's report (see the constructor).
+  bool wait_for_report(native_handle pidfd, native_handle report,
+                       std::optional<std::chrono::nanoseconds> timeout);
   mutable std::mutex mutex_;
   long pid_ = 0;
   owned_handle handle_;
+  owned_handle report_;  ///< POSIX, a fork server's child: where the server reports its end
+  /// The server closed the report without one (it was killed): the pidfd tells the end, and
+  /// the status is lost (unknown_exit_code).
+  bool report_lost_ = false;
   std::optional<int> exit_code_;
   int signal_sent_ = 0;  ///< which request was sent; Windows reads its own codes back by it
   int waiters_ = 0;      ///< POSIX: threads inside wait(), which may be polling the pidfd

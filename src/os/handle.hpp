@@ -42,6 +42,8 @@ class owned_handle {
 
   native_handle get() const noexcept { return value_; }
   explicit operator bool() const noexcept { return value_ != invalid_handle; }
+  /// Gives the handle up without closing it (its new owner takes it, registered as it is).
+  native_handle release() noexcept { return std::exchange(value_, invalid_handle); }
   /// Closes the handle (if this process still owns that number) and leaves this empty.
   void reset() noexcept;
 

@@ -7,8 +7,12 @@
 namespace multiproc::detail::os {
 
 long current_pid() noexcept;
-/// POSIX: getppid() now; Windows: the creator's id as recorded at creation.
+/// POSIX: getppid() now -- in a fork server's child, the process that asked for it while the
+/// server lives; Windows: the creator's id as recorded at creation.
 long parent_pid() noexcept;
+/// The threads this process runs now (Linux: /proc/self/stat); 0 where that cannot be told
+/// (Windows, where nothing asks: its only start method is spawn).
+unsigned thread_count() noexcept;
 /// The CPUs this process may run on (its affinity mask where there is one); 0 if unknown.
 unsigned hardware_cpu_count() noexcept;
 /// Removes a variable from this process's environment.

@@ -1,12 +1,16 @@
 // POSIX children: waiting (WNOWAIT, then reaping under the lock) and signals.
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "../os/child.hpp"
+#include "internal.hpp"
+#include "platform.hpp"
 
 namespace multiproc::detail::os {
 
@@ -34,11 +38,13 @@ bool ended_unreaped(long pid, int flags) noexcept {
 bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
   long pid;
   native_handle pidfd;
+  native_handle report;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (exit_code_ || pid_ == 0) return true;
     pid = pid_;
     pidfd = handle_.get();
+    report = report_.get();
     ++waiters_;
   }
   // The pidfd is closed once the child is reaped, by the last thread to leave wait(): one
@@ -47,9 +53,13 @@ bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
     child& self;
     ~leave_wait() {
       std::lock_guard<std::mutex> lock(self.mutex_);
-      if (--self.waiters_ == 0 && self.exit_code_) self.handle_.reset();
+      if (--self.waiters_ == 0 && self.exit_code_) {
+        self.handle_.reset();
+        self.report_.reset();
+      }
     }
   } leave{*this};
+  if (report != invalid_handle) return wait_for_report(pidfd, report, timeout);
   bool ended = false;
   if (!timeout) {
     ended = ended_unreaped(pid, 0);
@@ -107,6 +117,49 @@ bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
   }
 }
 
+// A fork server's child is not ours to reap: the server reaps it and sends one end_report on
+// the report socket. Both descriptors stay open until the last waiter leaves (see wait()).
+bool child::wait_for_report(native_handle pidfd, native_handle report,
+                            std::optional<std::chrono::nanoseconds> timeout) {
+  const auto deadline =
+      timeout ? std::chrono::steady_clock::now() + std::max(*timeout, std::chrono::nanoseconds(0))
+              : std::chrono::steady_clock::time_point::max();
+  for (;;) {
+    native_handle watched;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (exit_code_) return true;
+      // Once the server is gone, its children live on without it (as orphans do after a fork):
+      // the pidfd tells when this one ends.
+      watched = report_lost_ ? pidfd : report;
+    }
+    int wait_ms = -1;
+    if (timeout) {
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      wait_ms = static_cast<int>(std::clamp<long long>(left.count(), 0, 1 << 30));
+    }
+    pollfd p{static_cast<int>(watched), POLLIN, 0};
+    const int rc = ::poll(&p, 1, wait_ms);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc == 0) return false;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (exit_code_) return true;
+    if (report_lost_) {
+      exit_code_ = unknown_exit_code;  // ended; its status went with the server
+      return true;
+    }
+    posix::end_report record{};
+    const ssize_t got = ::recv(static_cast<int>(report), &record, sizeof record, MSG_DONTWAIT);
+    if (got == static_cast<ssize_t>(sizeof record)) {
+      exit_code_ = python_exit_code({record.by_signal != 0, record.value});
+      return true;
+    }
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+    report_lost_ = true;  // end of stream (or a torn record): the server is gone
+  }
+}
+
 std::optional<int> child::exit_code() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return exit_code_;
@@ -117,6 +170,12 @@ void child::send_signal(int signal_number) noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
   if (pid_ == 0 || exit_code_) return;
   signal_sent_ = signal_number;
+  if (report_) {
+    // The server may have reaped it already, freeing its pid for anyone: only the pidfd is
+    // sure to name this very process (and it fails harmlessly once the process is gone).
+    posix::platform::signal_process_descriptor(static_cast<int>(handle_.get()), signal_number);
+    return;
+  }
   ::kill(static_cast<pid_t>(pid_), signal_number);
 }
 

@@ -16,6 +16,11 @@ namespace multiproc::detail::os::posix::platform {
 /// The caller holds the descriptor creation lock.
 int open_process_descriptor_locked(long pid) noexcept;
 
+/// Sends `signal_number` to the process `pidfd` names (Linux: pidfd_send_signal), which can
+/// never reach another process that reused its pid. False if it could not be sent (gone, or no
+/// such call here).
+bool signal_process_descriptor(int pidfd, int signal_number) noexcept;
+
 /// A connected pair of Unix sockets of `type` (SOCK_STREAM, SOCK_SEQPACKET), both
 /// close-on-exec: atomically on Linux (SOCK_CLOEXEC), elsewhere under the descriptor creation
 /// lock the caller holds. False with errno set on failure.

@@ -36,6 +36,16 @@ int open_process_descriptor_locked(long pid) noexcept {
   return -1;  // kernel older than 5.3
 }
 
+bool signal_process_descriptor(int pidfd, int signal_number) noexcept {
+#if defined(SYS_pidfd_send_signal)
+  return ::syscall(SYS_pidfd_send_signal, pidfd, signal_number, nullptr, 0) == 0;
+#else
+  (void)pidfd;
+  (void)signal_number;
+  return false;
+#endif
+}
+
 bool make_cloexec_socketpair(int type, int fds[2]) noexcept {
   return ::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) == 0;
 }

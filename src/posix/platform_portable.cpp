@@ -18,6 +18,10 @@ int open_process_descriptor_locked(long) noexcept {
   return -1;
 }
 
+bool signal_process_descriptor(int, int) noexcept {
+  return false;
+}
+
 bool make_cloexec_socketpair(int type, int fds[2]) noexcept {
   if (::socketpair(AF_UNIX, type, 0, fds) != 0) return false;
   set_cloexec(fds[0]);

@@ -161,7 +161,7 @@ std::uint64_t shared_block::export_to_parent() {
 
 shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t size) {
   shared_block block;
-  block.data_ = map_peer(static_cast<long>(::getppid()), token, size, false);
+  block.data_ = map_peer(posix::logical_parent(), token, size, false);
   block.size_ = size;
   return block;
 }

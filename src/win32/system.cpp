@@ -106,4 +106,8 @@ void random_bytes(void* buffer, std::size_t size) {
   }
 }
 
+unsigned thread_count() noexcept {
+  return 0;  // not needed: the automatic start method is spawn on Windows, whatever the threads
+}
+
 }  // namespace multiproc::detail::os

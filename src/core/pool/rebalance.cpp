@@ -7,6 +7,7 @@
 // one its worker can no longer claim.
 #include <algorithm>
 
+#include "../launcher.hpp"
 #include "pool_impl.hpp"
 
 namespace multiproc::detail {
@@ -66,6 +67,7 @@ void pool_impl::note_stranding_locked() {
 /// back every unstarted task from the workers that hold some. Like a supervisor, it may settle
 /// failures and so run callbacks: it counts as one of the pool's threads.
 void pool_impl::rebalance() {
+  const own_thread library_thread;
   set_supervised_pool(this);
   std::unique_lock<std::mutex> lock(mutex_);
   while (phase_ != phase::terminating && !broken_ && !(stop_requested_ && outstanding_ == 0)) {

@@ -23,6 +23,7 @@ constexpr std::size_t in_flight_budget = 48 * 1024;
 }  // namespace
 
 void pool_impl::supervise(worker_slot& slot) {
+  const own_thread library_thread;
   os::block_broken_pipe_signal_in_this_thread();
   set_supervised_pool(this);
   std::unique_lock<std::mutex> lock(mutex_);

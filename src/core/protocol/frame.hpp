@@ -27,8 +27,9 @@ enum class frame_kind : std::uint8_t {
   run_once = 6,     ///< task.hpp: mp::process: run this call, then exit
   ledger = 7,       ///< ledger.hpp: where the worker's claim word is (before the second task
                     ///< it holds)
+  forkserver_setup = 8,  ///< forkserver.hpp: a fork server's preload calls and request link
   // child -> parent
-  ready = 10,               ///< control.hpp: the initializer ran; tasks may come
+  ready = 10,               ///< control.hpp: the initializer (or the preload) ran
   result = 11,              ///< result.hpp: the outcome of one task
   initializer_failed = 12,  ///< control.hpp: why the initializer failed
   skipped = 13,             ///< ledger.hpp: a task the pool took back, not run here

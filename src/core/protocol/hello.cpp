@@ -51,7 +51,7 @@ hello read_hello(const frame_header& header, const char* body, std::string_view 
     }
     accepted.parent = static_cast<long>(reader.u64());
     const auto role = reader.u8();
-    if (role > static_cast<std::uint8_t>(child_role::pool_worker)) {
+    if (role > static_cast<std::uint8_t>(child_role::forkserver)) {
       throw hello_refused("the start-up hello names an unknown role");
     }
     accepted.role = static_cast<child_role>(role);

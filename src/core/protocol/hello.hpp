@@ -25,6 +25,7 @@ inline constexpr std::uint32_t max_hello_body = 256 * 1024;
 enum class child_role : std::uint8_t {
   process = 0,      ///< an mp::process: run one call (a run_once frame), then exit
   pool_worker = 1,  ///< a pool worker: run tasks until stopped
+  forkserver = 2,   ///< a fork server: run the preload calls, then fork children on request
 };
 
 /// Appends the hello a spawned child expects: magic, `secret`, this image's identity, this

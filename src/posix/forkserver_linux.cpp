@@ -1,0 +1,509 @@
+// The fork server on Linux (see src/os/forkserver.hpp): the request, the server's loop, and
+// what a child of the server does before it runs its role.
+//
+// Waiting for a child that is not ours: the server forks it, so only the server can reap it.
+// The requester makes a report socket pair per child and sends one end with the request; the
+// server keeps it, reaps the child when SIGCHLD says so (a signalfd) and writes the status
+// into it (posix::end_report), then closes it. The reply to the request carries a pidfd the
+// server opened while the child was its unreaped child: with it the requester signals the
+// child without any risk of reaching a process that reused the pid (the server may reap
+// before the requester reads the report), and waits for the child if the server dies first.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <multiproc/errors.hpp>
+
+#include "../os/fork.hpp"
+#include "../os/forkserver.hpp"
+#include "descriptors.hpp"
+#include "internal.hpp"
+#include "platform.hpp"
+
+namespace multiproc::detail::os {
+
+namespace {
+
+constexpr char request_magic[8] = {'M', 'P', 'F', 'O', 'R', 'K', '0', '1'};
+constexpr char reply_magic[8] = {'M', 'P', 'F', 'O', 'R', 'K', 'O', 'K'};
+constexpr std::size_t max_secret = 64;
+
+/// One request: one record on the link. Its descriptors, in this order: the child's channel,
+/// the far end of the report pair, the working directory (if has_directory), then stdin,
+/// stdout and stderr for each bit set in `stdio` (a descriptor the requester has closed is
+/// closed in the child too, as after a fork).
+struct request_record {
+  char magic[8];
+  std::uint32_t secret_size;
+  char secret[max_secret];
+  std::uint8_t role;
+  std::uint8_t kind;
+  std::uint8_t stdio;
+  std::uint8_t has_directory;
+};
+constexpr std::size_t max_attached = 6;
+
+/// The answer: the child's pid with its pidfd attached, or -errno and nothing attached.
+struct reply_record {
+  char magic[8];
+  std::int64_t pid;
+};
+
+start_error server_gone() {
+  return start_error("multiproc: the fork server is gone",
+                     std::make_error_code(std::errc::broken_pipe));
+}
+
+bool means_gone(int error) {
+  return error == EPIPE || error == ECONNRESET || error == ENOTCONN;
+}
+
+/// Sends one record with `fds` attached. Returns false with errno set on failure.
+bool send_record(int fd, const void* data, std::size_t size, const int* fds, std::size_t count) {
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_attached)];
+  iovec part{const_cast<void*>(data), size};
+  msghdr message{};
+  message.msg_iov = &part;
+  message.msg_iovlen = 1;
+  if (count != 0) {
+    message.msg_control = control;
+    message.msg_controllen = CMSG_SPACE(sizeof(int) * count);
+    cmsghdr* c = CMSG_FIRSTHDR(&message);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * count);
+    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * count);
+  }
+  for (;;) {
+    const ssize_t sent = ::sendmsg(fd, &message, MSG_NOSIGNAL);
+    if (sent == static_cast<ssize_t>(size)) return true;
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent >= 0) errno = EMSGSIZE;  // a seqpacket record goes whole or not at all
+    return false;
+  }
+}
+
+/// One record received, with what came along.
+struct received {
+  ssize_t size = -1;  ///< the record's size; 0 at end of stream; -1: failed with `error`
+  int error = 0;
+  bool whole = true;              ///< false if the record or its descriptors were cut short
+  std::vector<owned_handle> fds;  ///< registered as the library's, close-on-exec
+  long sender = 0;                ///< the sending process, as the kernel tells (SO_PASSCRED)
+};
+
+/// Blocks until a record is there, then takes it.
+received receive_record(int fd, void* data, std::size_t size) {
+  received got;
+  for (;;) {
+    pollfd watch{fd, POLLIN, 0};
+    if (::poll(&watch, 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      got.error = errno;
+      return got;
+    }
+    // The record is there: taken under the descriptor lock without waiting, so no fork of
+    // another thread falls between the descriptors' arrival and their registration.
+    const posix::creating_descriptors guard;
+    alignas(
+        cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_attached) + CMSG_SPACE(sizeof(ucred))];
+    iovec part{data, size};
+    msghdr message{};
+    message.msg_iov = &part;
+    message.msg_iovlen = 1;
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    got.size = ::recvmsg(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (got.size < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+    if (got.size < 0) {
+      got.error = errno;
+      return got;
+    }
+    got.whole = (message.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c)) {
+      if (c->cmsg_level != SOL_SOCKET) continue;
+      if (c->cmsg_type == SCM_RIGHTS) {
+        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
+          int each;
+          std::memcpy(&each, CMSG_DATA(c) + i * sizeof(int), sizeof each);
+          posix::register_descriptor(each);
+          got.fds.emplace_back(each);
+        }
+      } else if (c->cmsg_type == SCM_CREDENTIALS) {
+        ucred credentials{};
+        std::memcpy(&credentials, CMSG_DATA(c), sizeof credentials);
+        got.sender = static_cast<long>(credentials.pid);
+      }
+    }
+    return got;
+  }
+}
+
+/// A seqpacket pair, registered as the library's.
+std::pair<owned_handle, owned_handle> seqpacket_pair() {
+  const posix::creating_descriptors guard;
+  int ends[2];
+  if (!posix::platform::make_cloexec_socketpair(SOCK_SEQPACKET, ends)) {
+    throw start_error("multiproc: could not create a socket pair",
+                      {errno, std::generic_category()});
+  }
+  for (int fd : ends) {
+    posix::platform::prepare_socket(fd);
+    posix::register_descriptor(fd);
+  }
+  return {owned_handle(ends[0]), owned_handle(ends[1])};
+}
+
+/// This process's working directory, as a descriptor a child can fchdir() to (empty if it
+/// cannot be opened: the child then stays in the server's).
+owned_handle working_directory() {
+  const posix::creating_descriptors guard;
+  const int fd = ::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return {};
+  posix::register_descriptor(fd);
+  return owned_handle(fd);
+}
+
+// ---- the server's side ----------------------------------------------------------------------
+
+/// What a child of the server needs between the fork and its role.
+struct forked_context {
+  forked_entry entry;
+  std::uint8_t role;
+  int channel;
+  int directory;  ///< -1: none
+  int stdio[3];   ///< -1: closed in the requester
+  long requester;
+  long server;
+};
+
+/// The descriptor `fd`, kept through the fork's clean-up, is not needed any more.
+void drop_kept(int fd) noexcept {
+  posix::close_registered(fd, posix::stamp_of(handle_kind::internal));
+}
+
+int run_forked(void* context) {
+  const auto& forked = *static_cast<const forked_context*>(context);
+  // The server's own arrangements are not the child's: SIGCHLD comes back unblocked, SIGINT to
+  // its default (the disposition a spawned child starts with).
+  sigset_t none;
+  sigemptyset(&none);
+  pthread_sigmask(SIG_SETMASK, &none, nullptr);
+  ::signal(SIGINT, SIG_DFL);
+  for (int i = 0; i < 3; ++i) {
+    if (forked.stdio[i] >= 0) {
+      ::dup2(forked.stdio[i], i);
+      drop_kept(forked.stdio[i]);
+    } else {
+      ::close(i);
+    }
+  }
+  if (forked.directory >= 0) {
+    if (::fchdir(forked.directory) != 0) {
+      std::fprintf(stderr,
+                   "multiproc: a fork server's child could not enter the directory of "
+                   "its parent: %s\n",
+                   std::strerror(errno));
+    }
+    drop_kept(forked.directory);
+  }
+  posix::set_logical_parent(forked.requester, forked.server);
+  channel own(forked.channel, forked.channel);
+  return forked.entry(forked.role, own);
+}
+
+[[noreturn]] void leave() {
+  // The children it forked for pools are tied to it (PR_SET_PDEATHSIG) and go with it; those
+  // of mp::process live on, as a forked child outlives its parent.
+  std::fflush(stderr);
+  ::_exit(0);
+}
+
+class server {
+ public:
+  server(int link, std::string_view secret, long requester, forked_entry entry)
+      : link_(link), secret_(secret), requester_(requester), entry_(entry) {}
+
+  [[noreturn]] void run() {
+    prepare();
+    for (;;) {
+      pollfd watch[3] = {{link_, POLLIN, 0},
+                         {static_cast<int>(children_.get()), POLLIN, 0},
+                         {static_cast<int>(requester_alive_.get()), POLLIN, 0}};
+      if (::poll(watch, 3, -1) < 0) {
+        if (errno == EINTR) continue;
+        leave();
+      }
+      if (watch[1].revents != 0) reap_and_report();
+      if (watch[2].revents != 0) leave();  // the requester ended (even if a copy holds the link)
+      if (watch[0].revents != 0 && !serve_one()) leave();
+    }
+  }
+
+ private:
+  void prepare() {
+    int on = 1;
+    ::setsockopt(link_, SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+    // Standard descriptors exist, so that received ones never land on 0-2 (which a child
+    // overwrites with its requester's).
+    for (int fd = 0; fd < 3; ++fd) {
+      if (::fcntl(fd, F_GETFD) < 0) ::open("/dev/null", O_RDWR);
+    }
+    // Ctrl-C reaches the whole process group: what it means is the requester's to decide; its
+    // pool workers (tied to this server) must not go because this server did.
+    ::signal(SIGINT, SIG_IGN);
+    sigset_t child_signal;
+    sigemptyset(&child_signal);
+    sigaddset(&child_signal, SIGCHLD);
+    pthread_sigmask(SIG_BLOCK, &child_signal, nullptr);
+    const posix::creating_descriptors guard;
+    const int children = ::signalfd(-1, &child_signal, SFD_CLOEXEC | SFD_NONBLOCK);
+    const long alive = ::syscall(SYS_pidfd_open, static_cast<pid_t>(requester_), 0);
+    if (children < 0 || alive < 0) {
+      std::fprintf(stderr,
+                   "multiproc: the fork server cannot watch its children or its "
+                   "parent: %s\n",
+                   std::strerror(errno));
+      leave();
+    }
+    posix::register_descriptor(children);
+    children_ = owned_handle(children);
+    posix::register_descriptor(static_cast<int>(alive));
+    requester_alive_ = owned_handle(alive);
+    ::fcntl(static_cast<int>(alive), F_SETFD, FD_CLOEXEC);
+    // Opened after the requester may already have gone: then the pidfd names someone else.
+    if (static_cast<long>(::getppid()) != requester_) leave();
+  }
+
+  void reap_and_report() {
+    signalfd_siginfo info;
+    while (::read(static_cast<int>(children_.get()), &info, sizeof info) > 0) {
+    }
+    for (;;) {
+      int status = 0;
+      const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+      if (pid < 0 && errno == EINTR) continue;
+      if (pid <= 0) return;
+      const auto it = reports_.find(pid);
+      if (it == reports_.end()) continue;
+      posix::end_report report{0, 255};
+      if (WIFSIGNALED(status)) {
+        report = {1, WTERMSIG(status)};
+      } else if (WIFEXITED(status)) {
+        report = {0, WEXITSTATUS(status)};
+      }
+      // A requester that let go of the child without waiting reads nothing: nothing lost.
+      ::send(static_cast<int>(it->second.get()), &report, sizeof report,
+             MSG_NOSIGNAL | MSG_DONTWAIT);
+      reports_.erase(it);
+    }
+  }
+
+  void reply(std::int64_t pid_or_error, int pidfd = -1) {
+    reply_record answer{};
+    std::memcpy(answer.magic, reply_magic, sizeof answer.magic);
+    answer.pid = pid_or_error;
+    send_record(link_, &answer, sizeof answer, &pidfd, pidfd >= 0 ? 1 : 0);
+  }
+
+  void refuse(const char* why, bool answer) {
+    std::fprintf(stderr, "multiproc: fork server %ld refused a fork request: %s\n",
+                 static_cast<long>(::getpid()), why);
+    std::fflush(stderr);
+    if (answer) reply(-EACCES);
+  }
+
+  /// Takes one request and answers it; false once the requester has closed the link.
+  bool serve_one() {
+    request_record request{};
+    received got = receive_record(link_, &request, sizeof request);
+    if (got.size == 0 || (got.size < 0 && means_gone(got.error))) return false;
+    if (got.size < 0) return true;
+    if (got.sender != requester_) {
+      // Not answered: on a link a copy of the requester shares, an answer could reach the
+      // requester in place of its own.
+      const std::string why = "it came from process " + std::to_string(got.sender) +
+                              ", and only process " + std::to_string(requester_) +
+                              ", which started this server, may ask";
+      refuse(why.c_str(), false);
+      return true;
+    }
+    const std::size_t directories = request.has_directory != 0 ? 1 : 0;
+    const std::size_t streams = static_cast<std::size_t>(__builtin_popcount(request.stdio & 7u));
+    if (!got.whole || got.size != static_cast<ssize_t>(sizeof request) ||
+        std::memcmp(request.magic, request_magic, sizeof request_magic) != 0 ||
+        got.fds.size() != 2 + directories + streams || request.stdio > 7) {
+      refuse("it is malformed", true);
+      return true;
+    }
+    if (!same_secret(request)) {
+      refuse("it does not carry this server's secret", true);
+      return true;
+    }
+    forked_context context{entry_,
+                           request.role,
+                           static_cast<int>(got.fds[0].get()),
+                           directories != 0 ? static_cast<int>(got.fds[2].get()) : -1,
+                           {-1, -1, -1},
+                           requester_,
+                           static_cast<long>(::getpid())};
+    std::vector<native_handle> keep{got.fds[0].get()};
+    if (directories != 0) keep.push_back(got.fds[2].get());
+    std::size_t next = 2 + directories;
+    for (int i = 0; i < 3; ++i) {
+      if ((request.stdio & (1u << i)) == 0) continue;
+      context.stdio[i] = static_cast<int>(got.fds[next].get());
+      keep.push_back(got.fds[next++].get());
+    }
+    const child_kind kind = request.kind == static_cast<std::uint8_t>(child_kind::pool_worker)
+                                ? child_kind::pool_worker
+                                : child_kind::process;
+    try {
+      child forked = fork_child(&run_forked, &context, keep, kind);
+      if (forked.handle() == invalid_handle) {
+        // No pidfd (descriptors exhausted): the requester could not signal it safely.
+        forked.kill();
+        forked.wait(std::nullopt);
+        reply(-EMFILE);
+        return true;
+      }
+      reports_.emplace(forked.pid(), std::move(got.fds[1]));
+      reply(forked.pid(), static_cast<int>(forked.handle()));
+    } catch (const start_error& e) {
+      reply(-(e.code().value() != 0 ? e.code().value() : EAGAIN));
+    }
+    return true;
+  }
+
+  /// Compared without an early exit, so the time taken says nothing about the secret.
+  bool same_secret(const request_record& request) const {
+    if (request.secret_size != secret_.size() || secret_.size() > max_secret) return false;
+    unsigned char difference = 0;
+    for (std::size_t i = 0; i < secret_.size(); ++i)
+      difference |= static_cast<unsigned char>(request.secret[i] ^ secret_[i]);
+    return difference == 0;
+  }
+
+  int link_;
+  std::string secret_;
+  long requester_;
+  forked_entry entry_;
+  owned_handle children_;         ///< signalfd of SIGCHLD
+  owned_handle requester_alive_;  ///< pidfd of the requester: readable once it has ended
+  /// Per child still running: where to report its end.
+  std::unordered_map<long, owned_handle> reports_;
+};
+
+}  // namespace
+
+bool forkserver_supported() noexcept {
+  static const bool supported = [] {
+    const long fd = ::syscall(SYS_pidfd_open, ::getpid(), 0);
+    if (fd < 0) return false;
+    ::close(static_cast<int>(fd));
+    return true;
+  }();
+  return supported;
+}
+
+std::pair<channel, channel> make_forkserver_link() {
+  auto [requester, server] = seqpacket_pair();
+  // Set before any record is sent: the kernel then stamps every record with its sender.
+  int on = 1;
+  if (::setsockopt(static_cast<int>(server.get()), SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0) {
+    throw start_error("multiproc: could not prepare the fork server's link",
+                      {errno, std::generic_category()});
+  }
+  const native_handle mine = requester.release();
+  const native_handle theirs = server.release();
+  return {channel(mine, mine), channel(theirs, theirs)};
+}
+
+owned_handle send_fork_request(channel& link, std::string_view secret, std::uint8_t role,
+                               child_kind kind, channel& child_end) {
+  struct closes_end {
+    channel& end;
+    ~closes_end() { end.close(); }
+  } closer{child_end};
+  if (secret.size() > max_secret) {
+    throw start_error("multiproc: fork server secret too long",
+                      std::make_error_code(std::errc::invalid_argument));
+  }
+  auto [report, far_report] = seqpacket_pair();
+  const owned_handle directory = working_directory();
+
+  request_record request{};
+  std::memcpy(request.magic, request_magic, sizeof request.magic);
+  request.secret_size = static_cast<std::uint32_t>(secret.size());
+  std::memcpy(request.secret, secret.data(), secret.size());
+  request.role = role;
+  request.kind = static_cast<std::uint8_t>(kind);
+  request.has_directory = directory ? 1 : 0;
+  int attached[max_attached];
+  std::size_t count = 0;
+  attached[count++] = static_cast<int>(child_end.read_handle());
+  attached[count++] = static_cast<int>(far_report.get());
+  if (directory) attached[count++] = static_cast<int>(directory.get());
+  for (int fd = 0; fd < 3; ++fd) {
+    if (::fcntl(fd, F_GETFD) < 0) continue;
+    request.stdio = static_cast<std::uint8_t>(request.stdio | (1u << fd));
+    attached[count++] = fd;
+  }
+  if (!send_record(static_cast<int>(link.read_handle()), &request, sizeof request, attached,
+                   count)) {
+    if (means_gone(errno)) throw server_gone();
+    throw start_error("multiproc: could not send a request to the fork server",
+                      {errno, std::generic_category()});
+  }
+  // The server holds its own copies of what was attached now.
+  return std::move(report);
+}
+
+child receive_fork_answer(channel& link, owned_handle report) {
+  reply_record answer{};
+  received got = receive_record(static_cast<int>(link.read_handle()), &answer, sizeof answer);
+  if (got.size == 0 || (got.size < 0 && means_gone(got.error))) throw server_gone();
+  if (got.size < 0) {
+    throw start_error("multiproc: could not read the fork server's answer",
+                      {got.error, std::generic_category()});
+  }
+  if (!got.whole || got.size != static_cast<ssize_t>(sizeof answer) ||
+      std::memcmp(answer.magic, reply_magic, sizeof reply_magic) != 0) {
+    throw start_error("multiproc: the fork server sent a malformed answer",
+                      std::make_error_code(std::errc::protocol_error));
+  }
+  if (answer.pid < 0) {
+    const int error = static_cast<int>(-answer.pid);
+    if (error == EACCES) {
+      throw start_error("multiproc: the fork server refused the request",
+                        std::make_error_code(std::errc::permission_denied));
+    }
+    throw start_error("multiproc: the fork server could not fork",
+                      {error, std::generic_category()});
+  }
+  if (got.fds.size() != 1 || answer.pid == 0) {
+    throw start_error("multiproc: the fork server's answer lacks the child's pidfd",
+                      std::make_error_code(std::errc::protocol_error));
+  }
+  return child(static_cast<long>(answer.pid), got.fds[0].release(), report.release());
+}
+
+[[noreturn]] void serve_forks(channel& link, std::string_view secret, long requester,
+                              forked_entry entry) {
+  server(static_cast<int>(link.read_handle()), secret, requester, entry).run();
+}
+
+}  // namespace multiproc::detail::os
