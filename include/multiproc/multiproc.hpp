@@ -11,6 +11,7 @@
 #include <multiproc/queue.hpp>
 #include <multiproc/serialization.hpp>
 #include <multiproc/this_process.hpp>
+#include <multiproc/wait.hpp>
 
 /// Python's multiprocessing for C++: mp::process runs a function in another process, mp::pool
 /// spreads calls over worker processes, mp::init is the `if __name__ == "__main__"` guard.
