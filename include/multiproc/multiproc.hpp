@@ -8,6 +8,7 @@
 #include <multiproc/init.hpp>
 #include <multiproc/pool.hpp>
 #include <multiproc/process.hpp>
+#include <multiproc/progress.hpp>
 #include <multiproc/queue.hpp>
 #include <multiproc/serialization.hpp>
 #include <multiproc/this_process.hpp>

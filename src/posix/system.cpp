@@ -1,5 +1,6 @@
 // Facts about this process on POSIX.
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "../os/system.hpp"
@@ -26,6 +27,16 @@ void unset_environment(const char* name) noexcept {
 
 void random_bytes(void* buffer, std::size_t size) {
   posix::platform::fill_random(buffer, size);
+}
+
+bool stderr_is_terminal() noexcept {
+  return ::isatty(STDERR_FILENO) == 1;
+}
+
+int stderr_terminal_columns() noexcept {
+  struct winsize size {};
+  if (::ioctl(STDERR_FILENO, TIOCGWINSZ, &size) != 0) return 0;
+  return size.ws_col;
 }
 
 }  // namespace multiproc::detail::os
