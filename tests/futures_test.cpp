@@ -398,6 +398,51 @@ TEST_P(futures_conformance, as_completed_yields_in_the_order_results_complete) {
   EXPECT_EQ(it, completed.end());
 }
 
+/// A task `length` steps long: it waits at its gate (opened by the test once the task one step
+/// shorter has been yielded), leaves its file, and returns its length.
+int stepped(mp::connection gate, std::string path, int length) {
+  (void)gated(gate, 0);
+  std::ofstream(path) << length << "\n";
+  return length;
+}
+
+TEST_P(futures_conformance, as_completed_follows_known_task_lengths) {
+  // Six tasks over two pools, every one on a worker of its own; their lengths in scrambled
+  // order. The test opens the gate of length n + 1 only once as_completed has yielded length
+  // n, so each task's file exists when it is yielded, and no longer task's file does yet.
+  mp::pool a(options(3));
+  mp::pool b(options(3));
+  const std::vector<int> lengths{3, 0, 5, 1, 4, 2};
+  std::vector<gates> step(lengths.size());
+  std::vector<std::string> files;
+  std::vector<mp::async_result<int>> results;
+  for (std::size_t i = 0; i < lengths.size(); ++i) {
+    const auto length = static_cast<std::size_t>(lengths[i]);
+    files.push_back(multiproc_test::temporary_path("length-" + std::to_string(length)));
+    results.push_back(
+        (i % 2 == 0 ? a : b)
+            .apply_async(stepped, step[length].gate_reader(), files.back(), lengths[i]));
+  }
+  step[0].open();
+  std::vector<int> yielded;
+  for (std::size_t i : mp::as_completed(results, hang_guard)) {
+    const int length = results[i].get();
+    EXPECT_EQ(length, lengths[i]);
+    EXPECT_TRUE(exists(files[i])) << "yielded before its task finished";
+    for (std::size_t j = 0; j < lengths.size(); ++j) {
+      if (lengths[j] > length) {
+        EXPECT_FALSE(exists(files[j])) << "a longer task finished first";
+      }
+    }
+    yielded.push_back(length);
+    if (static_cast<std::size_t>(length) + 1 < step.size())
+      step[static_cast<std::size_t>(length) + 1].open();
+  }
+  EXPECT_EQ(yielded, (std::vector<int>{0, 1, 2, 3, 4, 5}));
+  for (const auto& f : files)
+    std::filesystem::remove(f);
+}
+
 TEST_P(futures_conformance, as_completed_in_a_loop_and_left_early) {
   mp::pool a(options(2));
   mp::pool b(options(1));
