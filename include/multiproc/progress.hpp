@@ -139,6 +139,8 @@ class progress_range {
     if (!total) total = detail::size_of_range(range_);
     meter_ = detail::start_progress(options, total);
   }
+  /// Moves the range and its report (the moved-from one reports nothing more). Throws
+  /// nothing.
   progress_range(progress_range&&) noexcept = default;
   progress_range& operator=(progress_range&&) = delete;
   progress_range(const progress_range&) = delete;
