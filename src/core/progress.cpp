@@ -117,27 +117,28 @@ class progress_meter {
     }
     const std::size_t total = *total_;
     const std::size_t percent = total == 0 ? 100 : done_ * 100 / total;
-    std::string text = std::to_string(percent) + "%";
+    // Built by appending only (GCC 12 at -O3 warns falsely on inserting at the front).
+    std::string text;
+    if (!bar.empty()) text.append(percent < 10 ? 2 : percent < 100 ? 1 : 0, ' ');
+    text.append(std::to_string(percent)).append("%");
     if (bar.empty()) {
-      text += " ";
+      text.append(" ");
     } else {
-      if (percent < 10)
-        text.insert(0, "  ");
-      else if (percent < 100)
-        text.insert(0, " ");
-      text += "|" + bar + "| ";
+      text.append("|").append(bar).append("| ");
     }
-    text += std::to_string(done_) + "/" + std::to_string(total) + " [" + clock_text(seconds);
+    text.append(std::to_string(done_)).append("/").append(std::to_string(total)).append(" [");
+    text.append(clock_text(seconds));
     if (time_left) {
       if (done_ >= total) {
-        text += "<" + clock_text(0);
+        text.append("<").append(clock_text(0));
       } else if (rate > 0) {
-        text += "<" + clock_text(static_cast<double>(total - done_) / rate);
+        text.append("<").append(clock_text(static_cast<double>(total - done_) / rate));
       } else {
-        text += "<?";
+        text.append("<?");
       }
     }
-    return text + ", " + speed;
+    text.append(", ").append(speed);
+    return text;
   }
 
   /// Redraws the bar in place: back to the line's start, the figures, and blanks over what a
