@@ -25,7 +25,8 @@ struct progress_options {
   /// imap / imap_unordered the size of their input when it has one; for a map_async result,
   /// its items_total(). Without any, only the count and rate are shown.
   std::optional<std::size_t> total{};
-  /// False: nothing is drawn (the wrapped range or result behaves exactly as without it).
+  /// False: nothing is drawn; nothing else changes (a wrapped range yields the same items,
+  /// and progress(result) still waits for the result).
   bool enabled = true;
 };
 
