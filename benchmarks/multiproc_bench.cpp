@@ -10,6 +10,8 @@
 //   pool_start_close_join/cpu_count  the same with mp::cpu_count() workers
 //   apply_roundtrip                one pool.apply(square, i), sequentially (latency)
 //   apply_async/20000              20 000 apply_async, then get() on every result (throughput)
+//   as_completed/1000              1 000 apply_async, then mp::as_completed over them, get()
+//                                  on each (Python: ProcessPoolExecutor.submit + as_completed)
 //   map_chunksize1/100000          pool.map(square, 100 000 ints, chunksize 1)
 //   map_default/100000, /1000000   pool.map(square, xs) with the default chunksize
 //   payload/<size>                 pool.apply(size_of, std::vector<char>(size)): bytes/s
@@ -119,6 +121,21 @@ void apply_async(benchmark::State& state, mp::start_method method, int calls) {
     for (auto& r : results)
       benchmark::DoNotOptimize(r.get());
     // Destroying the futures is part of the workload: Python pays for its ApplyResults too.
+    results.clear();
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * calls);
+}
+
+void as_completed(benchmark::State& state, mp::start_method method, int calls) {
+  mp::pool pool = make_pool(method, mp::cpu_count());
+  warm_up(pool);
+  std::vector<mp::async_result<int>> results;
+  results.reserve(static_cast<std::size_t>(calls));
+  for (auto _ : state) {
+    for (int i = 0; i < calls; ++i)
+      results.push_back(pool.apply_async(square, i));
+    for (std::size_t i : mp::as_completed(results))
+      benchmark::DoNotOptimize(results[i].get());
     results.clear();
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * calls);
@@ -255,6 +272,9 @@ void register_all() {
   }
   for (auto m : methods) {
     reg("apply_async/20000", m, apply_async, 20000)->Unit(benchmark::kMillisecond);
+  }
+  for (auto m : methods) {
+    reg("as_completed/1000", m, as_completed, 1000)->Unit(benchmark::kMillisecond);
   }
   for (auto m : methods) {
     reg("map_chunksize1/100000", m, map_squares, std::size_t{100000}, std::size_t{1})

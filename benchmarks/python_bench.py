@@ -14,6 +14,7 @@ the workload (apply_roundtrip: per call). run.py turns it into the comparison ta
 The names of the workloads are the same as in multiproc_bench.cpp so run.py can pair them.
 """
 import argparse
+import concurrent.futures
 import json
 import multiprocessing as mp
 import os
@@ -42,6 +43,7 @@ KIB = 1024
 MIB = 1024 * KIB
 
 APPLY_ASYNC_CALLS = 20_000
+AS_COMPLETED_CALLS = 1_000
 PAYLOAD_SIZES = [("1KiB", KIB), ("1MiB", MIB), ("64MiB", 64 * MIB), ("256MiB", 256 * MIB)]
 
 
@@ -171,6 +173,16 @@ def bench_method(method, args, log, res, save):
             record(f"payload/{label}", r,
                    f"  {size / r['median'] / 1e6:.0f} MB/s")
             del payload
+
+    # concurrent.futures: what mp::wait / mp::as_completed stand for.
+    with concurrent.futures.ProcessPoolExecutor(ncpu, mp_context=ctx) as ex:
+        list(ex.map(square, range(1000)))  # every worker has started
+
+        def as_completed():
+            fs = [ex.submit(square, i) for i in range(AS_COMPLETED_CALLS)]
+            for f in concurrent.futures.as_completed(fs):
+                f.result()
+        record(f"as_completed/{AS_COMPLETED_CALLS}", sample(as_completed, lo, hi, budget))
 
     # Communication: Queue and Pipe between two processes.
     def queue_transfer(n):

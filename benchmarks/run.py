@@ -51,6 +51,7 @@ WORKLOADS = [
     ("apply_roundtrip", "apply round trip", {"fork": "BM_pipe_pingpong/0",
                                              "spawn": "BM_pipe_pingpong/0"}),
     ("apply_async/20000", "apply_async x20000 + get", None),
+    ("as_completed/1000", "as_completed over 1000 results (Python: ProcessPoolExecutor)", None),
     ("map_chunksize1/100000", "map 100k, chunksize 1", None),
     ("map_default/100000", "map 100k, default chunksize", None),
     ("map_default/1000000", "map 1M, default chunksize", None),

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <future>
 #include <istream>
 #include <memory>
 #include <optional>
@@ -36,6 +37,21 @@ MULTIPROC_API void state_decode(const result_state& state, std::size_t part,
 /// Runs `callback` once the state is ready: at once in this thread if it already is,
 /// otherwise in the pool's result thread.
 MULTIPROC_API void state_then(result_state& state, std::function<void()> callback);
+/// Cancels the parts that have not started; true if the state is cancelled (now or before).
+MULTIPROC_API bool state_cancel(result_state& state);
+MULTIPROC_API bool state_cancelled(const result_state& state);
+/// Items of the parts settled so far (a map's chunks hold several), and in all.
+MULTIPROC_API std::size_t state_items_done(const result_state& state);
+MULTIPROC_API std::size_t state_items_total(const result_state& state) noexcept;
+
+/// How the library's free functions (mp::wait, mp::as_completed, mp::progress) reach the state
+/// behind an async_result.
+struct result_access {
+  template <class Result>
+  static const std::shared_ptr<result_state>& state(const Result& result) {
+    return result.checked_state();
+  }
+};
 
 template <class R>
 void read_value(std::istream& in, void* out) {
@@ -118,6 +134,51 @@ class async_result {
   bool ready() const { return detail::state_ready(state()); }
   /// True if it finished without error. Throws mp::state_error if not ready yet.
   bool successful() const { return detail::state_successful(state()); }
+
+  /// Python's Future.cancel(): cancels the task if it has not started, and returns true; it
+  /// will not run, and get() throws mp::cancelled_error (then() callbacks get that error, and
+  /// the result is ready at once). Returns false if it is running or done (true if it was
+  /// cancelled already). "Not started" means still in the pool's queue, or sent to a worker
+  /// that has not begun it and can give it back: a worker that holds several tasks claims
+  /// each in shared memory before it runs it, and the pool takes back those it has not
+  /// claimed; a worker that holds only one (tasks are long or of unknown length, or there is
+  /// no shared memory) begins it as soon as it reads it, so that one counts as started. For
+  /// a map_async / starmap_async result: cancels every chunk that has not started, and
+  /// returns true if it cancelled any (get() then throws the first failed chunk's error in
+  /// input order: mp::cancelled_error unless an earlier chunk failed otherwise); the chunks
+  /// already running still finish. Same on every platform. Throws mp::state_error on a
+  /// default-constructed result.
+  bool cancel() const { return detail::state_cancel(state()); }
+  /// Python's Future.cancelled(): true if cancel() or pool::close(mp::cancel_pending)
+  /// cancelled the task (for a map: one of its chunks). Throws mp::state_error on a
+  /// default-constructed result.
+  bool cancelled() const { return detail::state_cancelled(state()); }
+  /// Items finished so far: for a map_async / starmap_async result, the items of the chunks
+  /// that have finished (successfully, with an error, or cancelled); for apply_async, 0 or 1.
+  /// items_done() == items_total() exactly when ready(). Throws mp::state_error on a
+  /// default-constructed result.
+  std::size_t items_done() const { return detail::state_items_done(state()); }
+  /// Items in all: the length of a map's input; 1 for apply_async. Throws mp::state_error on
+  /// a default-constructed result.
+  std::size_t items_total() const { return detail::state_items_total(state()); }
+
+  /// A std::future that gets this result's value or error (its get() throws what get()
+  /// throws here), for code written against std::future (std::future<R>::wait_for,
+  /// std::when_all-style helpers, ...). Each call makes a new future; it is set in the pool's
+  /// result thread (at once if the result is ready). The async_result stays usable. Throws
+  /// mp::state_error on a default-constructed result.
+  std::future<R> to_future() const {
+    auto promise = std::make_shared<std::promise<R>>();
+    std::future<R> future = promise->get_future();
+    if constexpr (std::is_void_v<R>) {
+      then([promise] { promise->set_value(); },
+           [promise](std::exception_ptr error) { promise->set_exception(error); });
+    } else {
+      then([promise](R value) { promise->set_value(std::move(value)); },
+           [promise](std::exception_ptr error) { promise->set_exception(error); });
+    }
+    return future;
+  }
   /// Python's callback / error_callback: `on_value(R)` (or `on_value()` for void) runs when
   /// the task succeeds, `on_error(std::exception_ptr)` when it fails. They run once, in the
   /// pool's result thread (or at once in this thread if the result is already ready): keep
@@ -167,10 +228,12 @@ class async_result {
       std::fputs("multiproc: a result callback threw; its exception was dropped\n", stderr);
     }
   }
-  detail::result_state& state() const {
+  friend struct detail::result_access;
+  detail::result_state& state() const { return *checked_state(); }
+  const std::shared_ptr<detail::result_state>& checked_state() const {
     if (!state_)
       throw state_error("async_result: no task behind this (default-constructed) result");
-    return *state_;
+    return state_;
   }
 
   std::shared_ptr<detail::result_state> state_;

@@ -147,6 +147,14 @@ class MULTIPROC_API start_error : public error {
   std::error_code code_;
 };
 
+/// The task was cancelled before it started (async_result::cancel(), or
+/// pool::close(mp::cancel_pending)): it never ran, and never will. Python's
+/// concurrent.futures.CancelledError.
+class MULTIPROC_API cancelled_error : public error {
+ public:
+  using error::error;
+};
+
 /// A queue or connection has nothing more to give: the other side is closed (every producer
 /// of a queue closed it or ended; every holder of a pipe's other end did) and nothing is left
 /// to read -- Python's EOFError. Also any use of a queue or connection after its close().

@@ -31,6 +31,14 @@ namespace detail {
 class pool_impl;
 }  // namespace detail
 
+/// The type of mp::cancel_pending.
+struct cancel_pending_t {
+  explicit constexpr cancel_pending_t() = default;
+};
+/// Asks pool::close() to cancel what has not started: `pool.close(mp::cancel_pending)`, as
+/// Python's `executor.shutdown(cancel_futures=True)`.
+inline constexpr cancel_pending_t cancel_pending{};
+
 /// A function and its arguments, bound now and run later in another process (a pool's
 /// initializer). The same rules as for mp::process apply: a plain function or captureless
 /// lambda, serialisable arguments.
@@ -85,6 +93,13 @@ MULTIPROC_API std::shared_ptr<result_state> pool_submit_parts(pool_impl& pool,
 MULTIPROC_API std::shared_ptr<result_state> pool_submit_parts_paced(pool_impl& pool,
                                                                     const call_spec* calls,
                                                                     std::size_t count);
+/// As pool_submit_parts (paced: as pool_submit_parts_paced) for a map's chunks of
+/// `chunksize` items, `items` in all: the state counts them (async_result::items_done()).
+MULTIPROC_API std::shared_ptr<result_state> pool_submit_chunks(pool_impl& pool,
+                                                               const call_spec* calls,
+                                                               std::size_t count, bool paced,
+                                                               std::size_t items,
+                                                               std::size_t chunksize);
 MULTIPROC_API std::size_t pool_workers(const pool_impl& pool) noexcept;
 
 template <class F>
@@ -320,9 +335,11 @@ class lazy_results {
   /// Pulls the first 2 * workers + 2 chunks from the input and submits them, so it throws
   /// what begin() may throw (see pool::imap).
   lazy_results(std::shared_ptr<pool_impl> pool, call_spec base,
-               typename lazy_engine<R, Item>::pull_fn pull, std::size_t chunksize, bool ordered)
+               typename lazy_engine<R, Item>::pull_fn pull, std::size_t chunksize, bool ordered,
+               std::optional<std::size_t> size_hint = std::nullopt)
       : engine_(std::make_shared<lazy_engine<R, Item>>(std::move(pool), base, std::move(pull),
-                                                       chunksize, ordered)) {}
+                                                       chunksize, ordered)),
+        size_hint_(size_hint) {}
   /// Starts iterating; the iterator keeps the results alive. Waits for the first chunk and
   /// pulls the next: throws as lazy_engine::begin() (the input range's exceptions,
   /// mp::serialization_error, mp::state_error once the pool was closed or terminated).
@@ -330,9 +347,13 @@ class lazy_results {
   /// The end: an iterator compares equal to it once every item has been yielded (a
   /// default-constructed iterator always does). Throws nothing.
   std::default_sentinel_t end() const noexcept { return {}; }
+  /// How many items the input holds, when it is a sized range (mp::progress shows it as the
+  /// total); nullopt otherwise. Throws nothing.
+  std::optional<std::size_t> size_hint() const noexcept { return size_hint_; }
 
  private:
   std::shared_ptr<lazy_engine<R, Item>> engine_;
+  std::optional<std::size_t> size_hint_;
 };
 }  // namespace detail
 
@@ -454,6 +475,14 @@ class MULTIPROC_API pool {
   /// Accepts no more tasks; submitted ones still run. No-op if already closed or terminated.
   /// Throws mp::state_error on a moved-from pool.
   void close();
+  /// Python's `shutdown(cancel_futures=True)`: close(), then cancels every task that has not
+  /// started, as async_result::cancel() would one by one (their results throw
+  /// mp::cancelled_error); tasks already running finish. Returns at once with the number of
+  /// tasks cancelled (map chunks count one each; the chunks a map() that is still submitting
+  /// has yet to queue are cancelled too, but not counted). join() then waits only for the
+  /// running tasks. Returns 0 on a terminated pool. Same on every platform. Throws
+  /// mp::state_error on a moved-from pool.
+  std::size_t close(cancel_pending_t);
   /// Waits until every submitted task has finished and the workers have exited. Only after
   /// close() or terminate(); otherwise throws mp::state_error. Inside one of this pool's own
   /// callbacks it cannot wait for its own thread: with nothing outstanding it sends the
@@ -510,8 +539,8 @@ class MULTIPROC_API pool {
                        reinterpret_cast<detail::raw_function>(function), &detail::write_chunk<Item>,
                        &view});
     }
-    auto state = paced ? detail::pool_submit_parts_paced(*impl(), calls.data(), calls.size())
-                       : detail::pool_submit_parts(*impl(), calls.data(), calls.size());
+    auto state =
+        detail::pool_submit_chunks(*impl(), calls.data(), calls.size(), paced, count, size);
     return async_result<std::vector<R>>(std::move(state), &detail::chunks_decoder<R>::decode);
   }
 
@@ -534,6 +563,10 @@ class MULTIPROC_API pool {
       decltype(std::end(std::declval<std::remove_reference_t<stored>&>())) last;
       bool begun = false;
     };
+    std::optional<std::size_t> size_hint;
+    if constexpr (std::ranges::sized_range<std::remove_reference_t<Range>>) {
+      size_hint = static_cast<std::size_t>(std::ranges::size(items));
+    }
     auto state = std::make_shared<source>(source{std::forward<Range>(items), {}, {}, false});
     auto pull = [state](std::vector<Item>& out, std::size_t most) -> std::size_t {
       if (!state->begun) {
@@ -547,7 +580,8 @@ class MULTIPROC_API pool {
       }
       return out.size();
     };
-    return detail::lazy_results<R, Item>(impl(), base, std::move(pull), chunksize, ordered);
+    return detail::lazy_results<R, Item>(impl(), base, std::move(pull), chunksize, ordered,
+                                         size_hint);
   }
 
   std::shared_ptr<detail::pool_impl> impl_;

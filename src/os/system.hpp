@@ -19,5 +19,9 @@ unsigned hardware_cpu_count() noexcept;
 void unset_environment(const char* name) noexcept;
 /// Fills `buffer` with cryptographically random bytes. Throws start_error on failure.
 void random_bytes(void* buffer, std::size_t size);
+/// True if this process's standard error is a terminal (a console on Windows).
+bool stderr_is_terminal() noexcept;
+/// The width of the terminal standard error is, in columns; 0 if unknown.
+int stderr_terminal_columns() noexcept;
 
 }  // namespace multiproc::detail::os

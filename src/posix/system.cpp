@@ -1,6 +1,7 @@
 // Facts about this process on POSIX.
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -72,6 +73,16 @@ unsigned thread_count() noexcept {
   if (p == nullptr) return 0;
   const unsigned long threads = std::strtoul(p + 1, nullptr, 10);
   return threads > 1000000 ? 0 : static_cast<unsigned>(threads);
+}
+
+bool stderr_is_terminal() noexcept {
+  return ::isatty(STDERR_FILENO) == 1;
+}
+
+int stderr_terminal_columns() noexcept {
+  struct winsize size {};
+  if (::ioctl(STDERR_FILENO, TIOCGWINSZ, &size) != 0) return 0;
+  return size.ws_col;
 }
 
 }  // namespace multiproc::detail::os

@@ -110,4 +110,18 @@ unsigned thread_count() noexcept {
   return 0;  // not needed: the automatic start method is spawn on Windows, whatever the threads
 }
 
+bool stderr_is_terminal() noexcept {
+  // A console handle has a console mode; a pipe, a file or NUL has none (_isatty is true for
+  // NUL too, so it is not asked).
+  DWORD mode = 0;
+  const HANDLE err = GetStdHandle(STD_ERROR_HANDLE);
+  return err != nullptr && err != INVALID_HANDLE_VALUE && GetConsoleMode(err, &mode) != 0;
+}
+
+int stderr_terminal_columns() noexcept {
+  CONSOLE_SCREEN_BUFFER_INFO info{};
+  if (!GetConsoleScreenBufferInfo(GetStdHandle(STD_ERROR_HANDLE), &info)) return 0;
+  return info.srWindow.Right - info.srWindow.Left + 1;
+}
+
 }  // namespace multiproc::detail::os

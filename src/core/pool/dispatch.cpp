@@ -24,8 +24,9 @@ std::exception_ptr cancelled_by_terminate() {
 // ---- submission -------------------------------------------------------------------------------
 
 std::shared_ptr<result_state> pool_impl::submit(const call_spec* calls, std::size_t count,
-                                                bool paced) {
-  auto state = std::make_shared<result_state>(count, this);
+                                                bool paced, std::size_t items,
+                                                std::size_t chunk_items) {
+  auto state = std::make_shared<result_state>(count, this, weak_from_this(), items, chunk_items);
   if (count == 0) {
     // Nothing to run, but a closed or broken pool still says so, as Python's does.
     std::lock_guard<std::mutex> lock(mutex_);
@@ -68,7 +69,17 @@ std::size_t pool_impl::encode_part(const call_spec* calls, std::size_t part,
 void pool_impl::queue_locked(task t) {
   t.id = next_id_++;
   t.state->waiting_bytes += t.encoded_bytes;
+  t.queue_key = ++back_key_;
+  t.state->queue_key(t.part) = t.queue_key;
   pending_.push_back(std::move(t));
+}
+
+/// Puts a task that had been sent (taken back, or its worker died) back at the front of the
+/// queue; the caller has counted its bytes as waiting again.
+void pool_impl::requeue_front_locked(task t) {
+  t.queue_key = --front_key_;
+  t.state->queue_key(t.part) = t.queue_key;
+  pending_.push_front(std::move(t));
 }
 
 /// The paced rest of submit(), with the lock held: waits while the state's waiting parts
@@ -80,13 +91,23 @@ void pool_impl::submit_the_rest(const call_spec* calls, std::size_t count, std::
                                 const std::shared_ptr<result_state>& state,
                                 std::unique_lock<std::mutex>& lock) {
   std::exception_ptr failure;
-  const auto stopped = [&] { return phase_ == phase::terminating || broken_ != nullptr; };
+  bool cancelled = false;
+  const auto stopped = [&] {
+    return phase_ == phase::terminating || broken_ != nullptr || cancelling_pending_;
+  };
+  const auto why_stopped = [&] {
+    if (broken_) return broken_;
+    if (phase_ == phase::terminating) return cancelled_by_terminate();
+    cancelled = true;
+    return std::make_exception_ptr(
+        cancelled_error("pool: the task was cancelled by close(mp::cancel_pending)"));
+  };
   while (next < count) {
     ++paced_submitters_;
     changed_.wait(lock, [&] { return state->waiting_bytes <= waiting_budget || stopped(); });
     --paced_submitters_;
     if (stopped()) {
-      failure = broken_ ? broken_ : cancelled_by_terminate();
+      failure = why_stopped();
       break;
     }
     lock.unlock();
@@ -99,7 +120,7 @@ void pool_impl::submit_the_rest(const call_spec* calls, std::size_t count, std::
     lock.lock();
     // Terminated or broken while this part was being encoded: everything queued has been
     // failed already, and this part must not wait in the queue for a worker that never comes.
-    if (!failure && stopped()) failure = broken_ ? broken_ : cancelled_by_terminate();
+    if (!failure && stopped()) failure = why_stopped();
     if (failure) break;
     queue_locked(std::move(t));
     ++next;
@@ -108,7 +129,7 @@ void pool_impl::submit_the_rest(const call_spec* calls, std::size_t count, std::
   }
   if (next == count) return;
   for (; next < count; ++next)
-    deferred_.push_back({state, next, {{}, {}, 0, failure}});
+    deferred_.push_back({state, next, {{}, {}, 0, failure}, cancelled});
   settle_deferred(lock);
 }
 
@@ -138,6 +159,7 @@ std::size_t pool_impl::depth_limit_locked() const {
 /// blocked writing results. Called whenever a task is queued or a worker frees up.
 void pool_impl::dispatch_locked() {
   const std::size_t depth = depth_limit_locked();
+  drop_cancelled_locked();
   while (!pending_.empty()) {
     worker_slot* best = nullptr;
     const std::size_t size = pending_.front().wire_size();
@@ -153,6 +175,7 @@ void pool_impl::dispatch_locked() {
     task t = std::move(pending_.front());
     pending_.pop_front();
     send_task_locked(*best, std::move(t));
+    drop_cancelled_locked();
   }
   for (auto& s : slots_)
     flush_outbox_locked(*s);
@@ -234,7 +257,7 @@ void pool_impl::settle_all(std::vector<settlement>& batch) {
   if (batch.empty()) return;
   std::vector<std::function<void()>> callbacks;
   for (auto& s : batch) {
-    auto more = s.state->settle(s.part, std::move(s.result));
+    auto more = s.state->settle(s.part, std::move(s.result), s.cancelled);
     for (auto& callback : more)
       callbacks.push_back(std::move(callback));
   }
@@ -286,9 +309,11 @@ void pool_impl::break_locked(std::exception_ptr error) {
 
 void pool_impl::fail_everything_locked(const std::exception_ptr& error) {
   stranded_since_.reset();
-  for (auto& t : pending_)
-    fail_later_locked(std::move(t), error);
+  for (auto& t : pending_) {
+    if (!t.cancelled) fail_later_locked(std::move(t), error);
+  }
   pending_.clear();
+  cancelled_queued_ = 0;
   for (auto& s : slots_) {
     for (auto& t : s->in_flight)
       fail_later_locked(std::move(t), error);

@@ -17,6 +17,11 @@ std::shared_ptr<result_state> pool_submit_parts_paced(pool_impl& pool, const cal
                                                       std::size_t count) {
   return pool.submit(calls, count, true);
 }
+std::shared_ptr<result_state> pool_submit_chunks(pool_impl& pool, const call_spec* calls,
+                                                 std::size_t count, bool paced, std::size_t items,
+                                                 std::size_t chunksize) {
+  return pool.submit(calls, count, paced, items, chunksize);
+}
 std::size_t pool_workers(const pool_impl& pool) noexcept {
   return pool.size();
 }
@@ -63,6 +68,9 @@ const std::shared_ptr<detail::pool_impl>& pool::impl() const {
 
 void pool::close() {
   impl()->close();
+}
+std::size_t pool::close(cancel_pending_t) {
+  return impl()->close_cancelling_pending();
 }
 void pool::join() {
   impl()->join();

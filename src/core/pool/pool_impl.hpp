@@ -4,6 +4,8 @@
 //   supervision.cpp  one supervisor thread per worker: start it, read and route its results,
 //                    reap it, restart it
 //   rebalance.cpp    take back tasks a busy worker holds unstarted while another is idle
+//   cancel.cpp       cancel tasks that have not started: async_result::cancel(),
+//                    close(mp::cancel_pending)
 //   lifecycle.cpp    start the pool; close, join, terminate, and what ~pool does
 // src/core/pool/pool.cpp (the public mp::pool) only forwards here.
 #pragma once
@@ -45,6 +47,11 @@ struct task {
   }
   std::uint64_t id = 0;
   std::uint64_t number = 0;  ///< its place among the tasks sent to its worker (ledger.hpp)
+  /// Its place in the pool's pending queue, which is always in increasing key order (see
+  /// pool_impl::pending_): found by binary search when it is cancelled.
+  std::int64_t queue_key = 0;
+  /// Cancelled while queued: an empty husk (no state, body or handles) that dispatch drops.
+  bool cancelled = false;
   std::shared_ptr<result_state> state;
   std::size_t part = 0;    ///< which part of `state` it settles
   std::string body;        ///< the encoded call, when small
@@ -61,6 +68,7 @@ struct settlement {
   std::shared_ptr<result_state> state;
   std::size_t part = 0;
   result_payload result;
+  bool cancelled = false;  ///< the outcome is the part's cancellation
 };
 
 /// One worker process and what the pool knows of it. Every field is guarded by the pool's
@@ -111,8 +119,19 @@ class pool_impl : public std::enable_shared_from_this<pool_impl> {
   // ---- dispatch.cpp --------------------------------------------------------------------------
   /// Encodes and queues `count` calls as the parts of one result. `paced` (a map the caller
   /// waits for anyway): past waiting_budget of encoded parts waiting for a worker, the rest
-  /// is encoded only as workers take parts, so a huge map is not held twice.
-  std::shared_ptr<result_state> submit(const call_spec* calls, std::size_t count, bool paced);
+  /// is encoded only as workers take parts, so a huge map is not held twice. `items` and
+  /// `chunk_items`: as result_state's (a map's items and chunk size; 0 and 1 otherwise).
+  std::shared_ptr<result_state> submit(const call_spec* calls, std::size_t count, bool paced,
+                                       std::size_t items = 0, std::size_t chunk_items = 1);
+
+  // ---- cancel.cpp ----------------------------------------------------------------------------
+  /// Cancels the parts of `state` that have not started: those queued here, and those sent to
+  /// a worker that has not claimed them (taken back through its claim ledger). True if the
+  /// state is cancelled (now or before).
+  bool cancel(result_state& state);
+  /// close(), then cancels every task that has not started (as cancel() does, for all of
+  /// them), and the parts a paced map has yet to queue. Returns the number of parts cancelled.
+  std::size_t close_cancelling_pending();
 
   // ---- lifecycle.cpp -------------------------------------------------------------------------
   void close();
@@ -136,6 +155,7 @@ class pool_impl : public std::enable_shared_from_this<pool_impl> {
                        const std::shared_ptr<result_state>& state,
                        std::unique_lock<std::mutex>& lock);
   void queue_locked(task t);
+  void requeue_front_locked(task t);
   void check_accepting_locked() const;
   std::size_t depth_limit_locked() const;
   void dispatch_locked();
@@ -159,6 +179,10 @@ class pool_impl : public std::enable_shared_from_this<pool_impl> {
   bool give_ledger_locked(worker_slot& slot);
   void skipped_locked(worker_slot& slot);
   std::chrono::microseconds stranding_bound_locked() const;
+
+  // cancel.cpp
+  void cancel_queued_locked(task& t);
+  void drop_cancelled_locked();
 
   // supervision.cpp
   void supervise(worker_slot& slot);
@@ -188,7 +212,13 @@ class pool_impl : public std::enable_shared_from_this<pool_impl> {
   std::condition_variable changed_;
   phase phase_ = phase::running;
   bool stop_requested_ = false;  ///< join() or ~pool asked: stop the workers once idle
-  std::deque<task> pending_;     ///< submitted, not yet with a worker
+  /// Submitted, not yet with a worker. Only pushed at either end (each push takes the next
+  /// key at that end), popped at either end or compacted, so its queue keys always increase.
+  std::deque<task> pending_;
+  std::int64_t front_key_ = 0;        ///< the key of the last task pushed at the front
+  std::int64_t back_key_ = 0;         ///< the key of the last task pushed at the back
+  std::size_t cancelled_queued_ = 0;  ///< husks (cancelled tasks) in pending_
+  bool cancelling_pending_ = false;   ///< close(cancel_pending): paced parts left are cancelled
   std::uint64_t next_id_ = 1;
   std::size_t outstanding_ = 0;       ///< parts submitted and not yet settled
   std::exception_ptr broken_;         ///< why the pool broke, if it did

@@ -111,7 +111,7 @@ void pool_impl::take_back_locked(worker_slot& slot) {
   slot.in_flight_count.store(slot.in_flight.size(), std::memory_order_relaxed);
   // `taken` runs newest first: pushing each to the front restores the order they were sent in.
   for (auto& t : taken)
-    pending_.push_front(std::move(t));
+    requeue_front_locked(std::move(t));
   slot.taken_back = taken.size();
   slot.tasks_kept -= std::min(slot.tasks_kept, taken.size());
   if (slot.tasks_kept < options_.maxtasksperchild) slot.retiring = false;

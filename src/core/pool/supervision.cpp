@@ -229,7 +229,7 @@ void pool_impl::finish_worker(worker_slot& slot, std::unique_lock<std::mutex>& l
     for (auto it = slot.in_flight.rbegin(); it != slot.in_flight.rend(); ++it) {
       it->state->waiting_bytes += it->encoded_bytes;
       it->returned();
-      pending_.push_front(std::move(*it));
+      requeue_front_locked(std::move(*it));
     }
     slot.in_flight.clear();
     slot.in_flight_bytes = 0;
