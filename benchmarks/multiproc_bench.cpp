@@ -18,6 +18,10 @@
 //   queue_transfer/100000          a producer process puts 100 000 ints on an mp::queue, this
 //                                  process gets them (the producer's start and join included)
 //   pipe_pingpong                  one int sent over mp::pipe to an echoing process and back
+//   mutex_uncontended              mp::mutex acquire + release, nobody else wants it
+//   mutex_pingpong                 two mutexes handed back and forth with a child process
+//   shared_array_sum/256MiB        a 256 MiB mp::array<double> to a pool task that sums it
+//   shared_array_handover/256MiB   the same array to a task that only reads its size
 //   queue_item/64MiB               a 64 MiB std::vector<char> put on a queue, taken by a
 //                                  process that answers its size on a second queue
 //
@@ -240,6 +244,69 @@ void queue_item(benchmark::State& state, mp::start_method method, std::size_t by
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * bytes));
 }
 
+void mutex_uncontended(benchmark::State& state, mp::start_method) {
+  mp::mutex m;
+  for (auto _ : state) {
+    m.acquire();
+    m.release();
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+
+/// The other side of mutex_pingpong: takes `ping` (released by the parent), releases `pong`.
+void mutex_echo(mp::mutex ping, mp::mutex pong, mp::event stop) {
+  while (!stop.is_set()) {
+    if (!ping.acquire(std::chrono::milliseconds(100))) continue;
+    pong.release();
+  }
+}
+
+void mutex_pingpong(benchmark::State& state, mp::start_method method) {
+  mp::mutex ping, pong;
+  mp::event stop;
+  ping.acquire();  // held: the child waits on it
+  pong.acquire();  // held: released by the child, taken back here
+  mp::process echo(method, mutex_echo, ping, pong, stop);
+  echo.start();
+  ping.release();
+  pong.acquire();  // the child answers before timing starts
+  for (auto _ : state) {
+    ping.release();
+    pong.acquire();
+  }
+  stop.set();
+  echo.join();
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+
+double sum_doubles(mp::array<double> a) {
+  double sum = 0;
+  for (double x : a.span())
+    sum += x;
+  return sum;
+}
+
+std::size_t array_size(mp::array<double> a) {
+  return a.size();
+}
+
+void shared_array_task(benchmark::State& state, mp::start_method method, std::size_t bytes,
+                       bool sum) {
+  mp::array<double> a(bytes / sizeof(double));
+  for (std::size_t i = 0; i < a.size(); ++i)
+    a[i] = 1.0;
+  mp::pool pool(mp::pool_options{1, {}, 0, method});
+  (void)pool.apply(array_size, a);  // the worker is up before timing starts
+  for (auto _ : state) {
+    if (sum) {
+      benchmark::DoNotOptimize(pool.apply(sum_doubles, a));
+    } else {
+      benchmark::DoNotOptimize(pool.apply(array_size, a));
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * bytes));
+}
+
 void register_all() {
   std::vector<mp::start_method> methods;
   for (auto m : {mp::start_method::fork, mp::start_method::spawn}) {
@@ -304,6 +371,18 @@ void register_all() {
   }
   for (auto m : methods) {
     reg("queue_item/64MiB", m, queue_item, std::size_t{64} << 20)->Unit(benchmark::kMillisecond);
+  }
+  for (auto m : methods) {
+    reg("mutex_uncontended", m, mutex_uncontended)->Unit(benchmark::kNanosecond);
+  }
+  for (auto m : methods) {
+    reg("mutex_pingpong", m, mutex_pingpong)->Unit(benchmark::kMicrosecond);
+  }
+  for (auto m : methods) {
+    reg("shared_array_sum/256MiB", m, shared_array_task, std::size_t{256} << 20, true)
+        ->Unit(benchmark::kMillisecond);
+    reg("shared_array_handover/256MiB", m, shared_array_task, std::size_t{256} << 20, false)
+        ->Unit(benchmark::kMicrosecond);
   }
 }
 

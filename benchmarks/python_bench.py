@@ -14,6 +14,7 @@ the workload (apply_roundtrip: per call). run.py turns it into the comparison ta
 The names of the workloads are the same as in multiproc_bench.cpp so run.py can pair them.
 """
 import argparse
+import array
 import concurrent.futures
 import json
 import multiprocessing as mp
@@ -225,6 +226,85 @@ def bench_method(method, args, log, res, save):
     record("queue_item/64MiB", r)
     consumer.terminate()
     consumer.join()
+
+    # Shared state: Lock, and SharedMemory passed by name to a pool task.
+    lock = ctx.Lock()
+
+    def mutex_uncontended():
+        for _ in range(1000):
+            lock.acquire()
+            lock.release()
+    r = sample(mutex_uncontended, lo, hi, budget)
+    for key in ("median", "min", "max"):
+        r[key] /= 1000
+    r["samples"] = [x / 1000 for x in r["samples"]]
+    record("mutex_uncontended", r)
+
+    ping, pong, stop = ctx.Lock(), ctx.Lock(), ctx.Event()
+    ping.acquire()
+    pong.acquire()
+    echo = ctx.Process(target=mutex_echo, args=(ping, pong, stop))
+    echo.start()
+    ping.release()
+    pong.acquire()
+
+    def mutex_pingpong():
+        ping.release()
+        pong.acquire()
+    record("mutex_pingpong", sample(mutex_pingpong, lo, hi, budget))
+    stop.set()
+    echo.join()
+
+    from multiprocessing import shared_memory
+    size = 256 << 20
+    shm = shared_memory.SharedMemory(create=True, size=size)
+    try:
+        view = shm.buf.cast("d")
+        for i in range(0, len(view), 1 << 20):
+            view[i:i + (1 << 20)] = array.array("d", [1.0]) * min(1 << 20, len(view) - i)
+        del view
+        with ctx.Pool(1) as pool:
+            pool.apply(shm_size, (shm.name,))
+
+            def shm_sum():
+                pool.apply(shm_sum_task, (shm.name,))
+            r = sample(shm_sum, lo, hi, budget)
+            r["bytes"] = size
+            record("shared_array_sum/256MiB", r)
+
+            def shm_handover():
+                pool.apply(shm_size, (shm.name,))
+            record("shared_array_handover/256MiB", sample(shm_handover, lo, hi, budget))
+    finally:
+        shm.close()
+        shm.unlink()
+
+
+def mutex_echo(ping, pong, stop):
+    while not stop.is_set():
+        if not ping.acquire(timeout=0.1):
+            continue
+        pong.release()
+
+
+def shm_sum_task(name):
+    from multiprocessing import shared_memory
+    shm = shared_memory.SharedMemory(name=name)
+    try:
+        view = shm.buf.cast("d")
+        total = sum(view)
+        del view
+        return total
+    finally:
+        shm.close()
+
+
+def shm_size(name):
+    from multiprocessing import shared_memory
+    shm = shared_memory.SharedMemory(name=name)
+    size = shm.size
+    shm.close()
+    return size
 
 
 def main():
