@@ -85,8 +85,8 @@ TEST_P(found_defects, a_worker_that_cannot_map_its_ledger_does_not_make_the_pool
 #endif
   const std::string path = multiproc_test::temporary_path("fd-starts");
   {
-    mp::pool pool(mp::pool_options{1, mp::call(record_start_and_use_up_descriptors, path), 0,
-                                   method()});
+    mp::pool pool(
+        mp::pool_options{1, mp::call(record_start_and_use_up_descriptors, path), 0, method()});
     std::vector<mp::async_result<long>> results;
     for (int round = 0; round < 20; ++round) {
       results.clear();
@@ -114,8 +114,8 @@ TEST_P(found_defects, a_replacement_worker_dying_in_its_initializer_loses_no_tas
   const std::string path = multiproc_test::temporary_path("init-starts");
   {
     // One slot, recycled after 4 tasks: the second worker starts while tiny tasks are queued.
-    mp::pool pool(mp::pool_options{1, mp::call(second_start_dies_in_initializer, path), 4,
-                                   method()});
+    mp::pool pool(
+        mp::pool_options{1, mp::call(second_start_dies_in_initializer, path), 4, method()});
     ASSERT_EQ(pool.apply(tiny, 0), 1);  // the pool learns its tasks are tiny: it batches
     std::vector<mp::async_result<int>> results;
     for (int i = 0; i < 40; ++i)
@@ -126,8 +126,8 @@ TEST_P(found_defects, a_replacement_worker_dying_in_its_initializer_loses_no_tas
         EXPECT_EQ(results[static_cast<std::size_t>(i)].get(30s), i + 1);
       } catch (const mp::worker_lost& e) {
         ++lost;
-        ADD_FAILURE() << "task " << i << " reported lost by worker " << e.pid()
-                      << " (exit code " << e.exitcode() << "), which died before it was ready";
+        ADD_FAILURE() << "task " << i << " reported lost by worker " << e.pid() << " (exit code "
+                      << e.exitcode() << "), which died before it was ready";
       }
     }
     EXPECT_EQ(lost, 0);
