@@ -17,9 +17,13 @@ TEST(posix_signals, not_on_windows) {
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <numeric>
 #include <optional>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "support.hpp"
@@ -89,6 +93,48 @@ void exit_three() {
 void nap_then_exit(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   std::_Exit(5);
+}
+
+std::atomic<bool> interrupted{false};
+void note_interrupt(int) {
+  interrupted = true;
+}
+bool file_exists(const std::string& path) {
+  return std::ifstream(path).good();
+}
+/// Item 0 says it started (a file), then waits (bounded) for the test's go-ahead; every item
+/// returns its square.
+int gate_then_square(std::pair<int, std::string> item) {
+  if (item.first == 0) {
+    std::ofstream(item.second + "-started") << "started";
+    for (int i = 0; i < 3000 && !file_exists(item.second + "-go"); ++i) {
+      std::this_thread::sleep_for(10ms);  // a hang guard's pace: the test makes the file
+    }
+  }
+  return item.first * item.first;
+}
+/// A program with a pool, in its own process group as a shell would start it, that handles
+/// SIGINT itself: exits 0 if its map came back whole and the interrupt reached it, 2 if a
+/// worker was lost, 3 if the interrupt never came.
+void program_with_a_pool(std::string gate, int method) {
+  ::setpgid(0, 0);
+  struct sigaction on_interrupt {};
+  on_interrupt.sa_handler = note_interrupt;
+  sigemptyset(&on_interrupt.sa_mask);
+  ::sigaction(SIGINT, &on_interrupt, nullptr);
+  std::vector<std::pair<int, std::string> > items;
+  for (int i = 0; i < 10; ++i)
+    items.emplace_back(i, gate);
+  try {
+    mp::pool pool(mp::pool_options{2, {}, 0, static_cast<mp::start_method>(method)});
+    const std::vector<int> squares = pool.map(gate_then_square, items, 1);
+    for (int i = 0; i < 10; ++i) {
+      if (squares[i] != i * i) std::_Exit(4);
+    }
+  } catch (const mp::worker_lost&) {
+    std::_Exit(2);
+  }
+  std::_Exit(interrupted ? 0 : 3);
 }
 
 class posix_signals : public multiproc_test::method_test {};
@@ -175,6 +221,29 @@ TEST_P(posix_signals, terminate_works_when_the_parent_blocks_sigterm) {
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   EXPECT_TRUE(ended) << "terminate() did not end a child whose parent blocks SIGTERM";
   EXPECT_EQ(child.exitcode(), std::optional<int>(-SIGTERM));
+}
+
+// Ctrl-C: SIGINT to a program's whole process group while its pool maps. The workers ignore
+// it (the program decides what an interrupt means); here the program handles it and its map
+// comes back whole. Before: every worker died of SIGINT and the map failed with worker_lost.
+TEST_P(posix_signals, ctrl_c_to_the_process_group_is_the_programs_to_handle) {
+  const std::string gate = multiproc_test::temporary_path("ctrl-c");
+  mp::process program(GetParam(), program_with_a_pool, gate, static_cast<int>(GetParam()));
+  program.start();
+  const bool started = multiproc_test::within(30s, [&] { return file_exists(gate + "-started"); });
+  if (started) ::kill(-static_cast<pid_t>(*program.pid()), SIGINT);
+  std::ofstream(gate + "-go") << "go";
+  const bool ended = program.join(60s);
+  if (!ended) {
+    program.kill();
+    program.join();
+  }
+  std::remove((gate + "-started").c_str());
+  std::remove((gate + "-go").c_str());
+  ASSERT_TRUE(started) << "the program's pool never ran its first task";
+  ASSERT_TRUE(ended);
+  EXPECT_EQ(program.exitcode(), std::optional<int>(0))
+      << "2: a worker died of the interrupt; 3: the program never saw it";
 }
 
 INSTANTIATE_TEST_SUITE_P(methods, posix_signals,

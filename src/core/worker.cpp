@@ -9,6 +9,7 @@
 #include <system_error>
 #include <unordered_map>
 
+#include "../os/system.hpp"
 #include "protocol/call.hpp"
 #include "protocol/control.hpp"
 #include "protocol/hello.hpp"
@@ -62,6 +63,9 @@ void answer_task(const frame_header& header, const char* body, handle_list& hand
 
 int run_worker(os::channel& channel, frame_reader& reader) {
   os::block_broken_pipe_signal_in_this_thread();
+  // Ctrl-C reaches the whole process group: the pool's owner decides (its handler, or its
+  // death, after which this worker ends with it), not each worker on its own.
+  os::ignore_interrupts();
   std::string out;
   std::unordered_map<std::uint64_t, os::shared_block> held;
   auto flush = [&] {

@@ -19,6 +19,10 @@ unsigned hardware_cpu_count() noexcept;
 void unset_environment(const char* name) noexcept;
 /// Fills `buffer` with cryptographically random bytes. Throws start_error on failure.
 void random_bytes(void* buffer, std::size_t size);
+/// Makes this process ignore the terminal's interrupt (Ctrl-C), as a pool worker does: the
+/// pool's owner decides what an interrupt means, and the worker follows when it ends.
+/// POSIX: SIGINT ignored. Windows: Ctrl+C ignored (SetConsoleCtrlHandler).
+void ignore_interrupts() noexcept;
 /// True if this process's standard error is a terminal (a console on Windows).
 bool stderr_is_terminal() noexcept;
 /// The width of the terminal standard error is, in columns; 0 if unknown.

@@ -1,5 +1,6 @@
 // Facts about this process on POSIX.
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -73,6 +74,13 @@ unsigned thread_count() noexcept {
   if (p == nullptr) return 0;
   const unsigned long threads = std::strtoul(p + 1, nullptr, 10);
   return threads > 1000000 ? 0 : static_cast<unsigned>(threads);
+}
+
+void ignore_interrupts() noexcept {
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  ::sigaction(SIGINT, &ignore, nullptr);
 }
 
 bool stderr_is_terminal() noexcept {

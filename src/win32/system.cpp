@@ -110,6 +110,10 @@ unsigned thread_count() noexcept {
   return 0;  // not needed: the automatic start method is spawn on Windows, whatever the threads
 }
 
+void ignore_interrupts() noexcept {
+  SetConsoleCtrlHandler(nullptr, TRUE);  // ignores Ctrl+C; inherited by its children
+}
+
 bool stderr_is_terminal() noexcept {
   // A console handle has a console mode; a pipe, a file or NUL has none (_isatty is true for
   // NUL too, so it is not asked).
