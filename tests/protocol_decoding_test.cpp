@@ -92,6 +92,11 @@ long peak_growth_kib(const std::function<void()>& work) {
 }  // namespace
 #endif
 
+// Linux only (peak memory through /proc; skipped under sanitizers). Not compiled on Windows:
+// under Wine the run's first skipped test ends with one more thread (Wine's, not ours), which
+// the leak check would count against it.
+#if !defined(_WIN32)
+
 // fuzz/regressions/frame_reader/claimed-length-allocated-before-it-arrives: the reader
 // allocates (and zero-fills) a frame's claimed body size as soon as it has read the header,
 // up to 2 GiB, before a byte of the body has arrived.
@@ -213,6 +218,7 @@ TEST_F(protocol_decoding, call_argument_count_is_not_allocated_before_its_items_
       << " MiB";
 #endif
 }
+#endif  // !_WIN32
 
 // fuzz/regressions/hello/first-frame-length-allocated-before-the-secret-is-checked: a spawned
 // child reads its first frame with the ordinary frame reader, so whoever holds its channel
