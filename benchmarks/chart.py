@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import run  # noqa: E402  (the rows and their labels, exactly as run.py's table has them)
 
-METHOD_COLOURS = {"fork": "#3b6ea5", "spawn": "#e08a2c"}
+METHOD_COLOURS = {"fork": "#3b6ea5", "spawn": "#e08a2c", "forkserver": "#7a7a7a"}
 OTHER_COLOUR = "#7a7a7a"
 LIMIT_COLOUR = "#c0392b"
 
@@ -89,16 +89,16 @@ def draw(data, path):
                   fontsize=8.5)
     python = data.get("python", {}).get("python")
     ax.set_title("multiproc against Python" + (f" {python}" if python else "") +
-                 ": how many times faster, per workload", fontsize=11, pad=24)
+                 ": how many times faster, per workload", fontsize=11, pad=34)
     handles = [Patch(color=c, label=f"multiproc, {m}") for m, c in METHOD_COLOURS.items()
                if any(b[1] == m for b in bars)]
     if limits:
         handles.append(Line2D([], [], marker="D", linestyle="none", color=LIMIT_COLOUR,
                               markeredgecolor="white", markersize=7,
-                              label="machine limit: the best speed-up possible "
-                                    "(Python's time / the limit's)"))
+                              label="machine limit (Python's time / the limit's)"))
+    # Two rows at most, so the legend stays inside the figure's width.
     ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0),
-              ncol=len(handles), fontsize=8, frameon=False)
+              ncol=min(len(handles), 2), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

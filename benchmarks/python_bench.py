@@ -91,9 +91,14 @@ def put_ints(q, n):
 
 
 def echo_ints(conn):
+    # Ends on None: on fork the child holds a copy of the parent's end too, so the parent's
+    # close() alone never gives it end of file (echo.join() would wait for ever).
     try:
         while True:
-            conn.send(conn.recv())
+            value = conn.recv()
+            if value is None:
+                return
+            conn.send(value)
     except EOFError:
         pass
 
@@ -210,6 +215,7 @@ def bench_method(method, args, log, res, save):
         mine.send(next(counter))
         mine.recv()
     record("pipe_pingpong", sample(pipe_pingpong, lo, hi, budget))
+    mine.send(None)
     mine.close()
     echo.join()
 
