@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (fuzz/, clang-16 with ASan + UBSan) into build/fuzz, replays the
+# Builds the libFuzzer targets (fuzz/, clang-19 with ASan + UBSan) into build/fuzz, replays the
 # committed regressions (fuzz/regressions/<target>/), then fuzzes each target for SECONDS and
 # prints, per target: executions, coverage (cov: edges, ft: features) and crashes found.
 # Exits non-zero if any run crashed (a crash, a sanitizer report, an out-of-memory -- an input
 # that made the code allocate what it was never sent -- or a timeout) or a regression input
 # still fails.
 #
-#   scripts/fuzz.sh [--skip-known[=TAGS]] SECONDS [TARGET...]
+#   scripts/fuzz.sh [--build DIR] [--skip-known[=TAGS]] SECONDS [TARGET...]
+#
+# --build DIR: use that build directory, configured already with -DMULTIPROC_FUZZ=ON (CI passes
+# its ASan + UBSan build, whose library the targets share); default build/fuzz, configured here.
 #
 # --skip-known: step around the findings already reported, so that a long run explores past
 # them; TAGS (default: all) picks which, from fuzz/support.hpp's list: alloc (a claimed length
@@ -24,13 +27,22 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
+build=build/fuzz
+if [ "${1:-}" = "--build" ] && [ $# -ge 2 ]; then
+  build=${2%/}
+  shift 2
+  if ! grep -q '^MULTIPROC_FUZZ:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+    echo "fuzz: $build is not a build configured with -DMULTIPROC_FUZZ=ON" >&2
+    exit 2
+  fi
+fi
 skip_known=""
 case "${1:-}" in
   --skip-known) skip_known=all; shift ;;
   --skip-known=*) skip_known=${1#--skip-known=}; shift ;;
 esac
 if [ $# -lt 1 ] || ! [[ "$1" =~ ^[0-9]+$ ]]; then
-  echo "usage: scripts/fuzz.sh [--skip-known[=TAGS]] SECONDS [TARGET...]" >&2
+  echo "usage: scripts/fuzz.sh [--build DIR] [--skip-known[=TAGS]] SECONDS [TARGET...]" >&2
   exit 2
 fi
 seconds=$1
@@ -50,9 +62,8 @@ max_len() {
 
 scripts/install-deps.sh linux fuzz
 
-build=build/fuzz
 if [ ! -f "$build/CMakeCache.txt" ]; then
-  cmake -S . -B "$build" -G Ninja -DCMAKE_CXX_COMPILER=clang++-16 -DMULTIPROC_FUZZ=ON \
+  cmake -S . -B "$build" -G Ninja -DCMAKE_CXX_COMPILER=clang++-19 -DMULTIPROC_FUZZ=ON \
     -DMULTIPROC_TESTS=OFF -DMULTIPROC_EXAMPLES=OFF -DMULTIPROC_INSTALL=OFF >/dev/null
 fi
 nice -n 10 cmake --build "$build" --target multiproc_fuzzers
@@ -66,7 +77,7 @@ else
   unset MULTIPROC_FUZZ_SKIP_KNOWN
 fi
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-for symbolizer in /usr/lib/llvm-16/bin/llvm-symbolizer "$(command -v llvm-symbolizer || true)"; do
+for symbolizer in /usr/lib/llvm-19/bin/llvm-symbolizer "$(command -v llvm-symbolizer || true)"; do
   if [ -n "$symbolizer" ] && [ -x "$symbolizer" ]; then
     export ASAN_SYMBOLIZER_PATH=$symbolizer
     break

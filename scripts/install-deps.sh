@@ -31,11 +31,11 @@ for what in "${want[@]}"; do
       need /usr/lib/wine/wine64-preloader wine64-preloader
       ;;
     fuzz)
-      # clang 16 (Debian's `clang` is 14), its sanitizer runtimes and libFuzzer: the fuzz
-      # targets (scripts/fuzz.sh) and the clang sanitizer configurations of scripts/test.sh.
-      need /usr/bin/clang++-16 clang-16
-      need /usr/lib/llvm-16/lib/clang/16/lib/linux/libclang_rt.fuzzer-x86_64.a libclang-rt-16-dev
-      need /usr/lib/llvm-16/lib/libFuzzer.a libfuzzer-16-dev
+      # clang 19 and its runtimes, libFuzzer among them (Debian's `clang` is 14): the fuzz
+      # targets (scripts/fuzz.sh), built with the same compiler as the sanitized
+      # configurations of scripts/test.sh.
+      need /usr/bin/clang++-19 clang-19
+      need /usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.fuzzer-x86_64.a libclang-rt-19-dev
       ;;
     sanitizers)
       # clang 19 (a bookworm package) and its runtimes: LLVM's ASan holds its allocator locks

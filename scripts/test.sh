@@ -7,7 +7,8 @@
 #   - Linux with AddressSanitizer + UndefinedBehaviorSanitizer (clang 19)
 #   - Linux with ThreadSanitizer (clang 19)
 #   - Windows programs (mingw-w64), run under Wine
-#   - the libFuzzer targets (clang-16, ASan + UBSan): findings replayed, 10 s each (fuzz.sh)
+#   - the libFuzzer targets (clang 19, ASan + UBSan, sharing the ASan configuration's library):
+#     findings replayed, 10 s each (fuzz.sh)
 # Every configuration runs the conformance suite on every start method it has. Then the API
 # reference (scripts/docs.sh --check: doxygen warnings fail it, the site is checked in headless
 # Chromium) and the Debian package (scripts/package-test.sh: built, installed with dpkg, used by
@@ -32,8 +33,9 @@ failed=0
 failures=()
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-step() {  # step <name> <command...>: runs one configuration, counts it
-  local name=$1
+timings=()
+step() {  # step <name> <command...>: runs one configuration, counts and times it
+  local name=$1 started=$SECONDS outcome=passed
   shift
   echo
   echo "=== $name ==="
@@ -42,7 +44,9 @@ step() {  # step <name> <command...>: runs one configuration, counts it
   else
     failed=$((failed + 1))
     failures+=("$name")
+    outcome=FAILED
   fi
+  timings+=("$(printf '%5d s  %-7s %s' $((SECONDS - started)) "$outcome" "$name")")
 }
 
 linux_suite() {  # linux_suite <name> <cmake options...>
@@ -62,19 +66,22 @@ export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 ctest_extra=()
 step "linux-auto (Debug)" linux_suite auto -DCMAKE_BUILD_TYPE=Debug -DMULTIPROC_BACKEND=auto
 if [ "$quick" = 0 ]; then
+  # The compile-time refusals and the consumer builds (one of which compiles the library
+  # again) do not depend on the build type or the default method: the first run covers them.
+  ctest_extra=(-E "^(compile_fail_|consumer_)")
   step "linux-spawn (Release)" linux_suite spawn -DCMAKE_BUILD_TYPE=Release -DMULTIPROC_BACKEND=spawn
   # Sanitized builds run the suites, not the packaging and compile-failure checks. They build
   # with clang 19, whose ASan and TSan survive a fork from a threaded parent, so the pool suites
   # run on fork as well as spawn (tests/CMakeLists.txt, MULTIPROC_TEST_FORK_WHEN_SANITIZED);
   # under GCC 12's or clang 16's runtimes a forked worker can deadlock (README, Gotchas).
-  ctest_extra=(-E "^(compile_fail_|consumer_)")
+  # The ASan build also builds the fuzz targets, which link its library (fuzz/CMakeLists.txt).
   step "linux-asan-ubsan (clang 19)" linux_suite asan-clang19 -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_CXX_COMPILER=clang++-19 -DMULTIPROC_SANITIZE=address,undefined \
-    -DMULTIPROC_EXAMPLES=OFF
+    -DMULTIPROC_EXAMPLES=OFF -DMULTIPROC_FUZZ=ON
   step "linux-tsan (clang 19)" linux_suite tsan-clang19 -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_CXX_COMPILER=clang++-19 -DMULTIPROC_SANITIZE=thread -DMULTIPROC_EXAMPLES=OFF
   step "windows (mingw-w64 under Wine)" scripts/windows-tests.sh build/ci-mingw
-  step "fuzz (libFuzzer, 10 s per target)" scripts/fuzz.sh 10
+  step "fuzz (libFuzzer, 10 s per target)" scripts/fuzz.sh --build build/ci-asan-clang19 10
   step "docs (doxygen + site check)" scripts/docs.sh --check --out build/ci-docs
   step "debian package (dpkg -i, consumers, dpkg -r)" scripts/package-test.sh build/ci-package
 fi
@@ -83,6 +90,8 @@ fi
 read -r tests_total tests_failed < <(awk '/tests passed, [0-9]+ tests? failed out of/ {
   total += $NF; failed += $(NF - 5) } END { print total + 0, failed + 0 }' "$log")
 echo
+echo "time per configuration (total $((SECONDS / 60)) min $((SECONDS % 60)) s):"
+printf '%s\n' "${timings[@]}"
 if [ "$failed" -ne 0 ]; then
   echo "failed configurations: ${failures[*]}"
 fi

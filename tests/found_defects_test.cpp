@@ -148,7 +148,7 @@ void log_while_a_pool_rotates_workers(std::string path, int lines, mp::start_met
   FILE* log = std::fopen(path.c_str(), "w");
   if (log == nullptr) std::exit(20);
   mp::pool pool(mp::pool_options{2, {}, 1, method});
-  std::vector<int> items(200);
+  std::vector<int> items(multiproc_test::volume(200));
   auto all = pool.map_async(nothing, items, 1);
   int printed = 0;
   while (printed < lines || !all.ready())
@@ -166,7 +166,7 @@ void log_while_a_pool_rotates_workers(std::string path, int lines, mp::start_met
 // thread put in any other FILE between flush_before_fork() and fork(): the program's own log
 // file gets lines twice. Python's children flush only sys.stdout/sys.stderr.
 TEST_P(found_defects, a_forked_child_does_not_repeat_the_parents_log_file) {
-  constexpr int lines = 20000;
+  constexpr int lines = multiproc_test::volume(20000);
   const std::string path = multiproc_test::temporary_path("log.txt");
   mp::process program(method(), log_while_a_pool_rotates_workers, path, lines, method());
   program.start();

@@ -316,7 +316,7 @@ TEST_P(hardening, an_argument_that_cannot_be_encoded_is_refused_before_submissio
 TEST_P(hardening, chaos_kills_workers_during_map_and_imap_unordered) {
   const std::string pid_file = multiproc_test::temporary_path("chaos-pids");
   constexpr unsigned workers = 2;
-  constexpr int count = 10000;
+  constexpr int count = multiproc_test::volume(10000);
   std::vector<std::pair<int, std::string>> items;
   for (int i = 0; i < count; ++i)
     items.emplace_back(i, pid_file);

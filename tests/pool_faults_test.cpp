@@ -422,8 +422,8 @@ TEST_P(pool_faults, decoding_failures_fail_only_their_task) {
 // 11
 TEST_P(pool_faults, hundred_thousand_tiny_tasks_none_lost_or_doubled) {
   mp::pool pool(options());
-  std::vector<int> input(100000);
-  for (int i = 0; i < 100000; ++i)
+  std::vector<int> input(multiproc_test::volume(100000));
+  for (int i = 0; i < static_cast<int>(input.size()); ++i)
     input[i] = i;
   const auto mapped = pool.map(identity, input, 1);
   ASSERT_EQ(mapped, input);

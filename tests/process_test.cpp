@@ -264,7 +264,7 @@ TEST_P(process_conformance, moved_process_keeps_its_child) {
 
 TEST_P(process_conformance, thousand_starts_leave_nothing_behind) {
   const auto before = multiproc_test::count_resources();
-  for (int i = 0; i < 1000; ++i) {
+  for (int i = 0; i < multiproc_test::volume(1000); ++i) {
     mp::process p(method(), exit_with, i % 3);
     p.start();
     p.join();

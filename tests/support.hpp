@@ -28,6 +28,18 @@ struct resource_counts {
   bool operator==(const resource_counts&) const = default;
 };
 resource_counts count_resources();
+/// How many of `full` a volume test (thousands of starts, tasks or items) runs: all of them,
+/// but a fifth under a sanitizer, whose runtime makes each start and task 5-20x slower. The
+/// volume itself is proved by the plain configurations; sanitized ones look for races and
+/// memory errors, which a fifth of the traffic exercises just as well.
+constexpr int volume(int full) {
+#if defined(MULTIPROC_TEST_SANITIZED)
+  return full / 5 > 0 ? full / 5 : 1;
+#else
+  return full;
+#endif
+}
+
 std::string describe(const resource_counts& counts);
 
 /// Waits (bounded) until the children started during a test have gone, then compares.
