@@ -10,6 +10,11 @@
 #include <thread>
 #include <vector>
 
+#if !defined(_WIN32)
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
+
 #include <gtest/gtest.h>
 
 #include <multiproc/multiproc.hpp>
@@ -370,6 +375,32 @@ TEST_P(sync_conformance, a_holder_killed_while_holding_a_lock_is_reported_once) 
   r.release();
   EXPECT_THROW(r.release(), mp::state_error);  // one level only: the dead one's are gone
 }
+
+#if !defined(_WIN32)
+// An uncontended acquire names its holder from a per-thread cache (synchronize.hpp). A child
+// the program forks itself, from a thread that used a lock before, must take locks as itself:
+// had it kept its parent's identity, its death holding the lock would look like the parent
+// still holding it, and the parent's next acquire would time out instead of being told.
+TEST(sync_identity, a_child_forked_by_the_program_holds_locks_as_itself) {
+  mp::mutex m;
+  for (int i = 0; i < 2; ++i) {  // the first makes the lock; the second fills the cache
+    m.acquire();
+    m.release();
+  }
+  const pid_t child = ::fork();
+  ASSERT_NE(child, -1);
+  if (child == 0) {
+    m.acquire();
+    ::_exit(0);  // dies holding it
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_THROW(m.acquire(60s), mp::owner_died_error);
+  EXPECT_TRUE(m.acquire(1s));
+  m.release();
+}
+#endif
 
 TEST_P(sync_conformance, an_array_of_a_million_doubles_summed_by_four_tasks) {
   constexpr std::size_t n = 1'000'000;

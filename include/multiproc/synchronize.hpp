@@ -3,6 +3,7 @@
 // RLock, Semaphore, BoundedSemaphore, Event, Condition and Barrier).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -28,6 +29,66 @@ enum class sync_kind : std::uint32_t {
   barrier = 7,
 };
 using optional_ns = std::optional<std::chrono::nanoseconds>;
+
+/// The first words of every primitive's shared state: what an uncontended mp::mutex touches,
+/// inline in the caller (no call into the library). Same layout in every process of one build.
+struct sync_hot_words {
+  std::uint32_t magic;
+  sync_kind kind;
+  /// Mutexes: (pid << 32 | thread number) of the holder, 0 when free.
+  std::atomic<std::uint64_t> owner;
+  /// Equal to owner once owner_started is the holder's (written after it).
+  std::atomic<std::uint64_t> stamped;
+  /// The holder's process start time (with its pid, names it across pid reuse).
+  std::atomic<std::uint64_t> owner_started;
+  /// Processes and threads counted in before they sleep: a releaser wakes them if non-zero.
+  std::atomic<std::uint32_t> waiters;
+};
+/// Where a primitive's hot words are, once its shared memory exists (null before).
+struct sync_hot {
+  std::atomic<sync_hot_words*> words{nullptr};
+};
+/// Who the calling thread is, as a mutex's owner word says it, cached per thread.
+struct sync_self {
+  std::uint64_t word;
+  std::uint64_t started;
+  std::uint32_t generation;  // sync_fork_generation when filled; 0: never filled
+};
+/// Changes in every child forked from this process (POSIX), so a forked child's thread does
+/// not keep its parent's identity.
+MULTIPROC_API extern std::atomic<std::uint32_t> sync_fork_generation;
+/// Fills `self` for the calling thread.
+MULTIPROC_API void sync_refresh_self(sync_self& self) noexcept;
+/// The calling thread's identity (its cache refreshed after a fork).
+inline const sync_self& sync_this_thread() noexcept {
+  static thread_local sync_self self{};
+  if (self.generation != sync_fork_generation.load(std::memory_order_relaxed))
+    sync_refresh_self(self);
+  return self;
+}
+/// Takes a free mutex without a call into the library; false if it is not free or not made
+/// yet (the caller then takes the full path, which waits).
+inline bool sync_try_take_fast(const sync_hot& hot) noexcept {
+  sync_hot_words* words = hot.words.load(std::memory_order_acquire);
+  if (words == nullptr) return false;
+  const sync_self& self = sync_this_thread();
+  std::uint64_t free_word = 0;
+  if (!words->owner.compare_exchange_strong(free_word, self.word)) return false;
+  // The stamps name the holder for whoever checks that it still runs. A thread taking the lock
+  // again finds them its own already and writes nothing.
+  if (words->stamped.load(std::memory_order_relaxed) != self.word ||
+      words->owner_started.load(std::memory_order_relaxed) != self.started) {
+    words->owner_started.store(self.started, std::memory_order_relaxed);
+    words->stamped.store(self.word, std::memory_order_release);
+  }
+  return true;
+}
+MULTIPROC_API sync_hot& sync_hot_of(sync_core& core);
+/// After a release found the mutex free already: throws mp::state_error.
+[[noreturn]] MULTIPROC_API void sync_release_unheld(sync_core& core);
+/// After a release: wakes the waiters counted in.
+MULTIPROC_API void sync_wake(sync_core& core);
+
 MULTIPROC_API std::shared_ptr<sync_core> sync_make(sync_kind kind, std::int64_t value);
 MULTIPROC_API std::string sync_export(sync_core& core);
 MULTIPROC_API std::shared_ptr<sync_core> sync_import(sync_kind kind, const std::string& exported);
@@ -48,11 +109,14 @@ class sync_handle {
     std::string exported;
     archive(exported);
     core_ = sync_import(Kind, exported);
+    hot_ = &sync_hot_of(*core_);
   }
 
  protected:
-  explicit sync_handle(std::int64_t value) : core_(sync_make(Kind, value)) {}
+  explicit sync_handle(std::int64_t value)
+      : core_(sync_make(Kind, value)), hot_(&sync_hot_of(*core_)) {}
   std::shared_ptr<sync_core> core_;
+  sync_hot* hot_;  // in *core_
 
  public:
   /// The shared core (for the library: a condition takes its lock's).
@@ -77,19 +141,30 @@ class MULTIPROC_API mutex : public detail::sync_handle<detail::sync_kind::mutex>
   /// A new, unlocked lock. Throws std::system_error if the shared memory cannot be made.
   mutex();
   /// Waits until the lock is free and takes it. Throws mp::owner_died_error (see the class).
-  void acquire() { (void)detail::sync_acquire(*core_, std::nullopt); }
+  void acquire() {
+    if (!detail::sync_try_take_fast(*hot_)) (void)detail::sync_acquire(*core_, std::nullopt);
+  }
   /// As acquire(), waiting at most `timeout` (timeouts saturate as in mp::process::join
   /// (timeout): negative is zero, huge is forever); false if it was not free in time.
   template <class Rep, class Period>
   bool acquire(std::chrono::duration<Rep, Period> timeout) {
-    return detail::sync_acquire(*core_, detail::optional_timeout(timeout));
+    return detail::sync_try_take_fast(*hot_) ||
+           detail::sync_acquire(*core_, detail::optional_timeout(timeout));
   }
   /// Releases the lock, whoever holds it. Throws mp::state_error if it is not held.
-  void release() { detail::sync_release(*core_); }
+  void release() {
+    detail::sync_hot_words* words = hot_->words.load(std::memory_order_acquire);
+    if (words == nullptr) detail::sync_release_unheld(*core_);  // never taken
+    if (words->owner.exchange(0) == 0) detail::sync_release_unheld(*core_);
+    if (words->waiters.load() != 0) detail::sync_wake(*core_);
+  }
   /// std Lockable: acquire().
   void lock() { acquire(); }
   /// std Lockable: takes the lock if it is free now; false otherwise.
-  bool try_lock() { return detail::sync_acquire(*core_, std::chrono::nanoseconds(0)); }
+  bool try_lock() {
+    return detail::sync_try_take_fast(*hot_) ||
+           detail::sync_acquire(*core_, std::chrono::nanoseconds(0));
+  }
   /// std TimedLockable: acquire(timeout).
   template <class Rep, class Period>
   bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {

@@ -23,6 +23,9 @@ struct process_stamp {
 };
 /// The calling process's stamp.
 process_stamp this_process_stamp() noexcept;
+/// Has `callback` run in every child forked from this process from now on, in the child's one
+/// thread, before fork() returns there (POSIX: pthread_atfork; Windows: never, no fork).
+void run_in_forked_children(void (*callback)()) noexcept;
 class child;
 /// The stamp of a child this process started.
 process_stamp stamp_of(const child& started) noexcept;

@@ -41,6 +41,10 @@ process_stamp this_process_stamp() noexcept {
   return {pid, cached_start.load(std::memory_order_relaxed)};
 }
 
+void run_in_forked_children(void (*callback)()) noexcept {
+  pthread_atfork(nullptr, nullptr, callback);
+}
+
 process_stamp stamp_of(const child& started) noexcept {
   return {started.pid(), posix::platform::process_start_time(started.pid())};
 }

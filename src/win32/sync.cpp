@@ -71,6 +71,8 @@ process_stamp this_process_stamp() noexcept {
   return self;
 }
 
+void run_in_forked_children(void (*)()) noexcept {}  // no fork on Windows
+
 process_stamp stamp_of(const child& started) noexcept {
   return {started.pid(), creation_time(as_handle(started.handle()))};
 }
