@@ -116,6 +116,40 @@ TEST_F(posix_forkserver, a_server_killed_from_outside_is_replaced_at_the_next_st
   EXPECT_EQ(running.exitcode(), 255);
 }
 
+// A server that never answers (stopped, here) must not hang starts: the start fails with
+// errc::timed_out within the answer limit, the server is replaced, and the next start works.
+TEST_F(posix_forkserver, a_stopped_server_fails_the_start_in_time_and_is_replaced) {
+  MULTIPROC_REQUIRE_FORKSERVER();
+  mp::process first(mp::start_method::forkserver, [] {});
+  first.start();
+  ASSERT_TRUE(first.join(30s));
+  const long server = multiproc::detail::forkserver_pid();
+  ASSERT_GT(server, 0);
+  multiproc::detail::set_forkserver_answer_limit(500ms);
+  struct restores_limit {
+    ~restores_limit() { multiproc::detail::set_forkserver_answer_limit(30s); }
+  } restore;
+  ASSERT_EQ(::kill(static_cast<pid_t>(server), SIGSTOP), 0);
+
+  const auto began = std::chrono::steady_clock::now();
+  mp::process stalled(mp::start_method::forkserver, [] {});
+  try {
+    stalled.start();
+    ADD_FAILURE() << "start() should have thrown";
+  } catch (const mp::start_error& e) {
+    EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - began, 20s);  // a hang guard, not a timing
+  EXPECT_FALSE(multiproc_test::process_running(server));     // killed and reaped
+  multiproc::detail::set_forkserver_answer_limit(30s);       // for the new server's first fork
+
+  mp::process next(mp::start_method::forkserver, [] { std::exit(5); });
+  next.start();
+  ASSERT_TRUE(next.join(30s));
+  EXPECT_EQ(next.exitcode(), 5);
+  EXPECT_NE(multiproc::detail::forkserver_pid(), server);
+}
+
 TEST_F(posix_forkserver, server_and_pool_workers_end_within_5s_of_their_requester) {
   MULTIPROC_REQUIRE_FORKSERVER();
   const std::string path = multiproc_test::temporary_path("forkserver-family");

@@ -1,6 +1,7 @@
 // The fork server in core (see forkserver.hpp), and mp::set_forkserver_preload.
 #include "forkserver.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -28,6 +29,10 @@ namespace multiproc {
 namespace detail {
 
 namespace {
+
+/// How long a requester waits for the server's answer to a fork request. A fork takes
+/// milliseconds even on a busy machine; a server that takes this long is stopped or starved.
+std::atomic<std::chrono::milliseconds> answer_limit{std::chrono::seconds(30)};
 
 /// This process's server and its link, shared by every thread that starts children. A start
 /// holds the mutex from its request to the answer: requests are answered in order.
@@ -155,10 +160,16 @@ os::child fork_from_server(child_role role, os::channel& child_end) {
   try {
     os::owned_handle report =
         os::send_fork_request(c.link, c.secret, static_cast<std::uint8_t>(role), kind, child_end);
-    return os::receive_fork_answer(c.link, std::move(report));
+    return os::receive_fork_answer(c.link, std::move(report), answer_limit.load());
   } catch (const start_error& e) {
     // Killed from outside (or crashed): reap it now; the next start gets a new one.
     if (e.code() == std::errc::broken_pipe) end_locked(c, std::chrono::seconds(2));
+    // Stopped, or too starved to answer: a requester cannot tell a server that will answer
+    // late from one that never will, so it is replaced (its pool workers end with it).
+    if (e.code() == std::errc::timed_out) {
+      c.server.kill();
+      end_locked(c, std::chrono::seconds(0));
+    }
     throw;
   }
 }
@@ -204,6 +215,10 @@ int run_forkserver(os::channel& channel, frame_reader& reader, std::string_view 
   os::serve_forks(*link, secret, requester, &forked_by_server);
 }
 
+void set_forkserver_answer_limit(std::chrono::milliseconds limit) noexcept {
+  answer_limit.store(limit);
+}
+
 long forkserver_pid() noexcept {
   auto& c = connection();
   std::lock_guard<std::mutex> lock(c.mutex);
@@ -237,7 +252,7 @@ int send_forged_fork_request(std::string_view secret, bool await_answer) {
       static_cast<std::uint8_t>(child_role::process), os::child_kind::process, theirs);
   if (!await_answer) return 0;
   try {
-    os::child forked = os::receive_fork_answer(c.link, std::move(report));
+    os::child forked = os::receive_fork_answer(c.link, std::move(report), answer_limit.load());
     forked.kill();
     forked.wait(std::nullopt);
     return 0;

@@ -10,6 +10,7 @@
 // with it, and it ends with its requester.
 #pragma once
 
+#include <chrono>
 #include <string_view>
 
 #include "../os/channel.hpp"
@@ -34,6 +35,9 @@ int run_forkserver(os::channel& channel, frame_reader& reader, std::string_view 
                    long requester);
 
 // ---- for the tests' resource accounting and fault injection -------------------------------
+/// How long a start waits for the server's answer before it replaces the server and fails
+/// with errc::timed_out (default 30 s).
+void set_forkserver_answer_limit(std::chrono::milliseconds limit) noexcept;
 /// The pid of this process's fork server (running, or ended and not reaped yet); 0 if none.
 long forkserver_pid() noexcept;
 /// Descriptors this process holds for its fork server (its link and its pidfd).

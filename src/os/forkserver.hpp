@@ -9,6 +9,8 @@
 // kernel tells the server which process sent each one.
 #pragma once
 
+#include <chrono>
+
 #include <cstdint>
 #include <string_view>
 #include <utility>
@@ -40,9 +42,11 @@ owned_handle send_fork_request(channel& link, std::string_view secret, std::uint
                                child_kind kind, channel& child_end);
 /// Requester side: the server's answer to the request just sent on `link`: the child, with its
 /// pid, a pidfd, and `report`, where the server reports its end. Throws start_error: with
-/// errc::broken_pipe if the server is gone, errc::permission_denied if it refused the
-/// request, errc::protocol_error for an answer that is not one, else the server's fork error.
-child receive_fork_answer(channel& link, owned_handle report);
+/// errc::broken_pipe if the server is gone, errc::timed_out if no answer came within `limit`
+/// (a server stopped or starved: the caller replaces it), errc::permission_denied if it
+/// refused the request, errc::protocol_error for an answer that is not one, else the server's
+/// fork error.
+child receive_fork_answer(channel& link, owned_handle report, std::chrono::milliseconds limit);
 
 /// What a child of the server runs: its role and its channel; returns its exit code.
 using forked_entry = int (*)(std::uint8_t role, channel& own);

@@ -17,9 +17,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -104,14 +108,28 @@ struct received {
   long sender = 0;                ///< the sending process, as the kernel tells (SO_PASSCRED)
 };
 
-/// Blocks until a record is there, then takes it.
-received receive_record(int fd, void* data, std::size_t size) {
+/// Blocks until a record is there, then takes it; at most `limit` (none: no limit), after
+/// which it fails with ETIMEDOUT.
+received receive_record(int fd, void* data, std::size_t size,
+                        std::optional<std::chrono::milliseconds> limit = std::nullopt) {
   received got;
+  const auto give_up = std::chrono::steady_clock::now() + limit.value_or(std::chrono::hours(0));
   for (;;) {
     pollfd watch{fd, POLLIN, 0};
-    if (::poll(&watch, 1, -1) < 0) {
+    int wait_ms = -1;
+    if (limit) {
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(give_up - std::chrono::steady_clock::now());
+      wait_ms = static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 1 << 30));
+    }
+    const int ready = ::poll(&watch, 1, wait_ms);
+    if (ready < 0) {
       if (errno == EINTR) continue;
       got.error = errno;
+      return got;
+    }
+    if (ready == 0) {
+      got.error = ETIMEDOUT;
       return got;
     }
     // The record is there: taken under the descriptor lock without waiting, so no fork of
@@ -472,10 +490,16 @@ owned_handle send_fork_request(channel& link, std::string_view secret, std::uint
   return std::move(report);
 }
 
-child receive_fork_answer(channel& link, owned_handle report) {
+child receive_fork_answer(channel& link, owned_handle report, std::chrono::milliseconds limit) {
   reply_record answer{};
-  received got = receive_record(static_cast<int>(link.read_handle()), &answer, sizeof answer);
+  received got =
+      receive_record(static_cast<int>(link.read_handle()), &answer, sizeof answer, limit);
   if (got.size == 0 || (got.size < 0 && means_gone(got.error))) throw server_gone();
+  if (got.size < 0 && got.error == ETIMEDOUT) {
+    throw start_error("multiproc: the fork server did not answer within " +
+                          std::to_string(limit.count()) + " ms (stopped or starved?)",
+                      std::make_error_code(std::errc::timed_out));
+  }
   if (got.size < 0) {
     throw start_error("multiproc: could not read the fork server's answer",
                       {got.error, std::generic_category()});

@@ -35,7 +35,7 @@ owned_handle send_fork_request(channel&, std::string_view, std::uint8_t, child_k
   throw unsupported();
 }
 
-child receive_fork_answer(channel&, owned_handle) {
+child receive_fork_answer(channel&, owned_handle, std::chrono::milliseconds) {
   throw unsupported();
 }
 
