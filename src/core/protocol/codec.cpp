@@ -159,26 +159,24 @@ struct output_slot {
 };
 
 namespace {
+/// This thread's own `Slot`, made at its first use. Where thread_local destructors are broken
+/// (config.hpp) it is never destroyed: one small allocation per thread that used the library.
+template <class Slot>
+Slot& per_thread() {
 #if defined(MULTIPROC_DETAIL_THREAD_LOCAL_DESTRUCTORS_BROKEN)
-// Never destroyed: one small allocation per thread that used the library.
-output_slot& thread_output() {
-  thread_local output_slot* slot = new output_slot;
+  thread_local Slot* slot = new Slot;
   return *slot;
-}
-input_slot& thread_input() {
-  thread_local input_slot* slot = new input_slot;
-  return *slot;
-}
 #else
-output_slot& thread_output() {
-  thread_local output_slot slot;
+  thread_local Slot slot;
   return slot;
+#endif
+}
+output_slot& thread_output() {
+  return per_thread<output_slot>();
 }
 input_slot& thread_input() {
-  thread_local input_slot slot;
-  return slot;
+  return per_thread<input_slot>();
 }
-#endif
 }  // namespace
 
 std::istream& memory_input(const char* data, std::size_t size, os::shared_block* consumed) {
@@ -230,17 +228,9 @@ struct buffer_slot {
   std::string bytes;
   bool busy = false;
 };
-#if defined(MULTIPROC_DETAIL_THREAD_LOCAL_DESTRUCTORS_BROKEN)
 buffer_slot& thread_buffer() {
-  thread_local buffer_slot* slot = new buffer_slot;
-  return *slot;
+  return per_thread<buffer_slot>();
 }
-#else
-buffer_slot& thread_buffer() {
-  thread_local buffer_slot slot;
-  return slot;
-}
-#endif
 /// Larger buffers are given back after use rather than kept warm for the next message.
 constexpr std::size_t kept_buffer = std::size_t{64} << 20;
 }  // namespace

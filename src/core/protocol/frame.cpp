@@ -125,16 +125,22 @@ bool frame_reader::has_buffered_frame() const {
   return end_ - begin_ >= sizeof header + header.body_size;
 }
 
+void frame_reader::move_to_front() noexcept {
+  std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+  end_ -= begin_;
+  begin_ = 0;
+}
+
+bool frame_reader::read_more() {
+  const std::size_t got = channel_.read_some(buffer_.data() + end_, buffer_.size() - end_);
+  end_ += got;
+  return got != 0;
+}
+
 bool frame_reader::peek_header(frame_header& header) {
   while (end_ - begin_ < sizeof header) {
-    if (begin_ > 0) {
-      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
-      end_ -= begin_;
-      begin_ = 0;
-    }
-    const std::size_t got = channel_.read_some(buffer_.data() + end_, buffer_.size() - end_);
-    if (got == 0) return false;
-    end_ += got;
+    if (begin_ > 0) move_to_front();
+    if (!read_more()) return false;
   }
   std::memcpy(&header, buffer_.data() + begin_, sizeof header);
   return true;
@@ -166,13 +172,9 @@ bool frame_reader::next(frame_header& header, const char*& body) {
     if (begin_ == end_) {
       begin_ = end_ = 0;
     } else if (buffer_.size() - end_ < 4096 && begin_ > 0) {
-      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
-      end_ -= begin_;
-      begin_ = 0;
+      move_to_front();
     }
-    const std::size_t got = channel_.read_some(buffer_.data() + end_, buffer_.size() - end_);
-    if (got == 0) return false;
-    end_ += got;
+    if (!read_more()) return false;
   }
 }
 

@@ -122,6 +122,10 @@ class frame_reader {
   bool peek_header(frame_header& header);
 
  private:
+  /// Moves the unread bytes to the buffer's start.
+  void move_to_front() noexcept;
+  /// Reads what the channel has into the buffer's free end; false at end of stream.
+  bool read_more();
   os::channel& channel_;
   std::vector<char> buffer_ = std::vector<char>(64 * 1024);
   std::size_t begin_ = 0;
