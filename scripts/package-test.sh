@@ -12,11 +12,21 @@
 # installed by someone else; one left behind by an interrupted run of this script is removed
 # first, so the script can simply be run again.
 #
-#   scripts/package-test.sh [BUILD_DIR]     (default: build/package-test)
+#   scripts/package-test.sh [--from BUILD] [WORK_DIR]     (default: build/package-test)
+#
+# --from BUILD: package that build instead of building the library in step 1 -- a Release
+# build configured with -DMULTIPROC_INSTALL=ON -DCMAKE_INSTALL_PREFIX=/usr
+# -DCMAKE_POSITION_INDEPENDENT_CODE=ON and the default start method (scripts/test.sh passes
+# its first configuration, so CI compiles the library once for both).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+from=""
+if [ "${1:-}" = "--from" ] && [ $# -ge 2 ]; then
+  from=$(cd "$2" && pwd)
+  shift 2
+fi
 work=${1:-build/package-test}
 pkg=libmultiproc-dev
 expected="consumer: 49 [1, 4, 9]"
@@ -74,15 +84,27 @@ mine() {
 mine >"$work/usr-before.txt"
 
 # 1. The library alone. Each run starts from the same configuration; the build is incremental.
-build=$work/build
-say "building the library (Release) in $build"
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMULTIPROC_TESTS=OFF \
-  -DMULTIPROC_EXAMPLES=OFF -DMULTIPROC_BENCHMARKS=OFF -DMULTIPROC_INSTALL=ON \
-  -DMULTIPROC_WARNINGS_AS_ERRORS=ON -DCMAKE_INSTALL_PREFIX=/usr \
-  -DCMAKE_POSITION_INDEPENDENT_CODE=ON >"$work/configure.log" ||
-  die "configuring failed (see $work/configure.log)"
-nice cmake --build "$build" >"$work/build.log" 2>&1 ||
-  { tail -n 30 "$work/build.log" >&2; die "building the library failed"; }
+if [ -n "$from" ]; then
+  build=$from
+  cached() { sed -n "s/^$1:[A-Z]*=//p" "$build/CMakeCache.txt"; }
+  [ "$(cached CMAKE_BUILD_TYPE)" = Release ] && [ "$(cached MULTIPROC_INSTALL)" = ON ] &&
+    [ "$(cached CMAKE_INSTALL_PREFIX)" = /usr ] &&
+    [ "$(cached CMAKE_POSITION_INDEPENDENT_CODE)" = ON ] ||
+    die "$build is not a Release build with MULTIPROC_INSTALL=ON, prefix /usr and PIC"
+  say "packaging the library built in $build"
+  nice cmake --build "$build" --target multiproc >"$work/build.log" 2>&1 ||
+    { tail -n 30 "$work/build.log" >&2; die "building the library failed"; }
+else
+  build=$work/build
+  say "building the library (Release) in $build"
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMULTIPROC_TESTS=OFF \
+    -DMULTIPROC_EXAMPLES=OFF -DMULTIPROC_BENCHMARKS=OFF -DMULTIPROC_INSTALL=ON \
+    -DMULTIPROC_WARNINGS_AS_ERRORS=ON -DCMAKE_INSTALL_PREFIX=/usr \
+    -DCMAKE_POSITION_INDEPENDENT_CODE=ON >"$work/configure.log" ||
+    die "configuring failed (see $work/configure.log)"
+  nice cmake --build "$build" >"$work/build.log" 2>&1 ||
+    { tail -n 30 "$work/build.log" >&2; die "building the library failed"; }
+fi
 
 # 2. The package.
 rm -rf "$work/deb"

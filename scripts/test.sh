@@ -2,8 +2,8 @@
 # The whole test suite, as CI runs it: installs what is missing (apt-get, as root), then
 # builds and tests
 #   - Linux, default start method auto (the default: fork, or forkserver in a threaded
-#     program), warnings as errors (Debug)
-#   - Linux, default start method spawn, warnings as errors (Release)
+#     program), warnings as errors (Release, configured as the Debian package is built)
+#   - Linux, default start method spawn, warnings as errors (Debug)
 #   - Linux with AddressSanitizer + UndefinedBehaviorSanitizer (clang 19)
 #   - Linux with ThreadSanitizer (clang 19)
 #   - Windows programs (mingw-w64), run under Wine
@@ -64,12 +64,14 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 ctest_extra=()
-step "linux-auto (Debug)" linux_suite auto -DCMAKE_BUILD_TYPE=Debug -DMULTIPROC_BACKEND=auto
+# Release, configured as the Debian package is built: the package step packages this build.
+step "linux-auto (Release)" linux_suite auto -DCMAKE_BUILD_TYPE=Release -DMULTIPROC_BACKEND=auto \
+  -DMULTIPROC_INSTALL=ON -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_POSITION_INDEPENDENT_CODE=ON
 if [ "$quick" = 0 ]; then
   # The compile-time refusals and the consumer builds (one of which compiles the library
   # again) do not depend on the build type or the default method: the first run covers them.
   ctest_extra=(-E "^(compile_fail_|consumer_)")
-  step "linux-spawn (Release)" linux_suite spawn -DCMAKE_BUILD_TYPE=Release -DMULTIPROC_BACKEND=spawn
+  step "linux-spawn (Debug)" linux_suite spawn -DCMAKE_BUILD_TYPE=Debug -DMULTIPROC_BACKEND=spawn
   # Sanitized builds run the suites, not the packaging and compile-failure checks. They build
   # with clang 19, whose ASan and TSan survive a fork from a threaded parent, so the pool suites
   # run on fork as well as spawn (tests/CMakeLists.txt, MULTIPROC_TEST_FORK_WHEN_SANITIZED);
@@ -83,7 +85,8 @@ if [ "$quick" = 0 ]; then
   step "windows (mingw-w64 under Wine)" scripts/windows-tests.sh build/ci-mingw
   step "fuzz (libFuzzer, 10 s per target)" scripts/fuzz.sh --build build/ci-asan-clang19 10
   step "docs (doxygen + site check)" scripts/docs.sh --check --out build/ci-docs
-  step "debian package (dpkg -i, consumers, dpkg -r)" scripts/package-test.sh build/ci-package
+  step "debian package (dpkg -i, consumers, dpkg -r)" scripts/package-test.sh --from build/ci-auto \
+    build/ci-package
 fi
 
 # Every CTest run ends with "N% tests passed, F tests failed out of T": add them up.
