@@ -61,7 +61,9 @@ std::size_t pool_impl::encode_part(const call_spec* calls, std::size_t part,
                                    const std::shared_ptr<result_state>& state, task& t) {
   t.state = state;
   t.part = part;
-  encode_call_body(calls[part], t.body, 0, true, t.block, t.block_size, &t.handles, &t.tickets);
+  // Remote workers can map no block and receive no handle: such an argument is refused.
+  encode_call_body(calls[part], t.body, 0, !remote_workers_, t.block, t.block_size,
+                   remote_workers_ ? nullptr : &t.handles, &t.tickets);
   t.encoded_bytes = t.block ? t.block_size : t.body.size();
   return t.encoded_bytes;
 }
