@@ -92,6 +92,10 @@ class rank_child final : public os::remote_child {
 
 struct rank_slot {
   bool busy = false;
+  /// Its role ended (the end message came): the rank is free once its bridges are done, a
+  /// moment later. Set before the pool can see the end, so a pool that starts right after
+  /// another ended waits for the ranks the first one left rather than finding them taken.
+  bool ending = false;
   int bridges_left = 0;  ///< bridge threads of the session still running
   std::thread down;      ///< pool -> rank
   std::thread up;        ///< rank -> pool
@@ -128,7 +132,7 @@ int take_rank() {
     bool coming = false;
     for (const auto& slot : all.ranks) {
       if (!slot.busy) return true;
-      coming = coming || slot.bridges_left < 2;
+      coming = coming || slot.ending || slot.bridges_left < 2;
     }
     return !coming;
   };
@@ -140,6 +144,7 @@ int take_rank() {
     if (slot.down.joinable()) slot.down.join();
     if (slot.up.joinable()) slot.up.join();
     slot.busy = true;
+    slot.ending = false;
     slot.bridges_left = 2;
     return static_cast<int>(i) + 1;
   }
@@ -183,8 +188,9 @@ void bridge_down(int rank, std::uint64_t session, std::shared_ptr<os::channel> c
 void bridge_up(int rank, std::shared_ptr<os::channel> channel, std::shared_ptr<rank_child> child) {
   auto& mpi = transport::instance();
   try {
+    message m;
     for (;;) {
-      message m = mpi.receive(rank);
+      mpi.receive(rank, m);
       if (m.kind == tag::data) {
         try {
           channel->write_all(m.bytes.data(), m.bytes.size());
@@ -192,6 +198,11 @@ void bridge_up(int rank, std::shared_ptr<os::channel> channel, std::shared_ptr<r
           // The pool closed its end: what the rank still says is for nobody.
         }
       } else if (m.kind == tag::end) {
+        {
+          auto& all = the_ranks();
+          std::lock_guard<std::mutex> lock(all.mutex);
+          all.ranks[static_cast<std::size_t>(rank - 1)].ending = true;
+        }
         body_reader reader(m.bytes.data(), m.bytes.size());
         child->ended(static_cast<int>(static_cast<std::int64_t>(reader.u64())));
         channel->close_write();  // the pool reads the end of stream after every byte
@@ -316,7 +327,8 @@ launched launch(const launch_plan& plan) {
   long pid = 0;
   try {
     mpi.send(rank, tag::start, encode(request));
-    const message reply = mpi.receive(rank);
+    message reply;
+    mpi.receive(rank, reply);
     if (reply.kind != tag::started) {
       throw start_error("mpi: rank " + std::to_string(rank) + " refused to serve: " +
                             (reply.kind == tag::refused ? reply.bytes : "unexpected answer"),

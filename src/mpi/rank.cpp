@@ -40,8 +40,9 @@ void serve_session(transport& mpi, const start_request& request) {
   std::atomic<int> ended_by{0};  // the signal terminate or kill stand for
   std::thread down([&] {
     try {
+      message m;
       for (;;) {
-        message m = mpi.receive(0);
+        mpi.receive(0, m);
         if (m.kind == tag::data) {
           try {
             bridge_end.write_all(m.bytes.data(), m.bytes.size());
@@ -99,8 +100,9 @@ void serve_session(transport& mpi, const start_request& request) {
   auto& mpi = transport::instance();
   try {
     mpi.start();
+    message m;
     for (;;) {
-      message m = mpi.receive(0);
+      mpi.receive(0, m);
       if (m.kind == tag::finish) break;
       if (m.kind != tag::start) continue;  // a late message of a session that has ended
       start_request request;

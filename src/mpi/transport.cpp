@@ -29,14 +29,9 @@ int run_finalize_action(MPI_Comm, int, void*, void*) {
 }  // namespace
 
 void backoff::pause() {
-  if (rounds_ < 64) {
-    ++rounds_;
-    std::this_thread::yield();
-    return;
-  }
-  const int step = std::min(rounds_ - 64, 6);
+  const int step = std::min(rounds_, 7);
   ++rounds_;
-  std::this_thread::sleep_for(std::chrono::microseconds(std::min(1000, 20 << step)));
+  std::this_thread::sleep_for(std::chrono::microseconds(std::min(1000, 10 << step)));
 }
 
 int launcher_rank() noexcept {
@@ -93,15 +88,19 @@ void transport::finish(bool always) {
 }
 
 void transport::complete(MPI_Request& request) {
+  // A transfer under way moves only as fast as both sides poll (a large message goes in
+  // fragments): poll back to back a while first, then back off, so only a peer that receives
+  // nothing at all (its worker busy, its channel full) gets this thread to sleep.
+  constexpr int eager_polls = 2000;
   backoff wait;
-  for (;;) {
+  for (int round = 0;; ++round) {
     int done = 0;
     {
       const auto held = lock();
       check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
     }
     if (done) return;
-    wait.pause();
+    if (round >= eager_polls) wait.pause();
   }
 }
 
@@ -137,12 +136,10 @@ bool transport::try_receive(int source, message& out) {
   return true;
 }
 
-message transport::receive(int source) {
-  message out;
+void transport::receive(int source, message& out) {
   backoff wait;
   while (!try_receive(source, out))
     wait.pause();
-  return out;
 }
 
 }  // namespace multiproc::detail::mpi
