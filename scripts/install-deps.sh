@@ -61,7 +61,7 @@ for what in "${want[@]}"; do
       # The mpi start method (-DMULTIPROC_MPI=ON, scripts/mpi-tests.sh): Debian's Open MPI, and
       # mpi4py for the side-by-side benchmark (mpi4py.futures).
       need /usr/bin/mpiexec.openmpi openmpi-bin
-      need /usr/bin/mpicc.openmpi libopenmpi-dev
+      need "/usr/lib/$(uname -m)-linux-gnu/openmpi/include/mpi.h" libopenmpi-dev
       need /usr/lib/python3/dist-packages/mpi4py/__init__.py python3-mpi4py
       ;;
     package)
