@@ -29,9 +29,14 @@ int run_finalize_action(MPI_Comm, int, void*, void*) {
 }  // namespace
 
 void backoff::pause() {
-  const int step = std::min(rounds_, 7);
-  ++rounds_;
-  std::this_thread::sleep_for(std::chrono::microseconds(std::min(1000, 10 << step)));
+  using namespace std::chrono;
+  constexpr int polls = 32;
+  if (rounds_ < polls) {
+    if (rounds_++ == 0) since_ = steady_clock::now();
+    return;
+  }
+  const bool young = steady_clock::now() - since_ < milliseconds(50);
+  std::this_thread::sleep_for(young ? microseconds(20) : milliseconds(1));
 }
 
 int launcher_rank() noexcept {

@@ -4,6 +4,7 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <mutex>
@@ -31,18 +32,18 @@ struct message {
   std::string bytes;
 };
 
-/// Waits between polls: sleeps, from 10 µs doubling up to a millisecond, so an idle rank costs
-/// no CPU. Never sched_yield: on a loaded machine one yield can give the CPU away for a whole
-/// round of the other runnable tasks (measured: a 256 MiB argument took 75 s with 64 yields
-/// before each sleep, while others' builds ran). Open MPI's blocking calls spin, which on an
-/// oversubscribed machine takes the CPUs the workers need.
+/// Waits between polls: a few polls back to back, then sleeps of 20 µs while the wait is
+/// young (an answer usually comes within a task's time), then of a millisecond, so an idle
+/// rank costs next to no CPU. Never sched_yield: on a loaded machine one yield can give the CPU
+/// away for a whole round of the other runnable tasks. (Open MPI's blocking calls spin, which on
+/// an oversubscribed machine takes the CPUs the workers need.)
 class backoff {
  public:
   void pause();
-  void reset() noexcept { rounds_ = 0; }
 
  private:
   int rounds_ = 0;
+  std::chrono::steady_clock::time_point since_{};
 };
 
 /// The rank the MPI launcher gave this process (its environment: Open MPI, PMIx, MPICH's
