@@ -17,5 +17,6 @@ generator=()
 [ -x /usr/bin/ninja ] && [ ! -f "$build/CMakeCache.txt" ] && generator=(-G Ninja)
 cmake -S "$repo" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug -DMULTIPROC_MPI=ON \
   -DMULTIPROC_WARNINGS_AS_ERRORS=ON
-cmake --build "$build" "$jobs" --target multiproc_mpi_tests multiproc_mpi_user_program
+cmake --build "$build" "$jobs" --target multiproc_mpi_tests multiproc_mpi_user_program \
+  multiproc_mpi_user_program_variant
 ctest --test-dir "$build" -L mpi --output-on-failure

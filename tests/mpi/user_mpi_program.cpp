@@ -1,11 +1,13 @@
 // A program that calls MPI itself besides using an mpi pool (tests/mpi/CMakeLists.txt).
 // argv[1]: "before" (it initialises MPI before mp::init and finalises it itself), "after" (it
 // finds MPI initialised by mp::init and uses it, leaving the finalisation to multiproc), or
-// "exit-code" (returns 7: rank 0's exit code is the job's).
+// "exit-code" (returns 7: rank 0's exit code is the job's), or "other-build" (the worker ranks
+// run another build of this program, MULTIPROC_TEST_VARIANT: a pool must be refused).
 #include <mpi.h>
 
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <multiproc/multiproc.hpp>
@@ -13,6 +15,11 @@
 namespace mp = multiproc;
 
 namespace {
+#if defined(MULTIPROC_TEST_VARIANT)
+// Makes this build's image (and so its build id) differ from the main one's.
+volatile const char* const variant = "another build";
+#endif
+
 int twice(int x) {
   return 2 * x;
 }
@@ -53,6 +60,20 @@ int main(int argc, char** argv) {
     return ok ? 0 : 1;
   }
   mp::init(argc, argv);
+#if defined(MULTIPROC_TEST_VARIANT)
+  std::printf("%s\n", variant);  // never reached: ranks 1..N-1 serve in mp::init
+#endif
+  if (std::strcmp(mode, "other-build") == 0) {
+    try {
+      pool_works();
+      std::printf("other-build: FAILED (a rank of another build served)\n");
+      return 1;
+    } catch (const mp::start_error& e) {
+      const bool named = std::string(e.what()).find("different program image") != std::string::npos;
+      std::printf("other-build: %s (%s)\n", named ? "ok" : "FAILED", e.what());
+      return named ? 0 : 1;
+    }
+  }
   if (std::strcmp(mode, "after") == 0) {
     int initialised = 0;
     MPI_Initialized(&initialised);
