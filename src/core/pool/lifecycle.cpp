@@ -33,9 +33,10 @@ std::shared_ptr<pool_impl> pool_impl::start(const pool_options& options) {
     impl->remote_workers_ = true;
     impl->ledger_unavailable_ = true;
     if (options.initializer && !options.initializer.encoded()->handles.empty()) {
-      throw serialization_error(serialization_error::phase::encode_arguments,
-                                "mp::pool: an initializer argument that is a handle (queue, pipe, "
-                                "shared object) cannot reach an MPI rank");
+      throw start_error(
+          "mp::pool: an initializer argument that is a handle (queue, pipe, "
+          "shared object) cannot reach an MPI rank",
+          std::make_error_code(std::errc::invalid_argument));
     }
   }
   if (impl->options_.processes == 0) impl->options_.processes = cpu_count();
