@@ -1,6 +1,7 @@
 // The pool conformance subset that makes sense over MPI ranks: run by mpiexec -n 4 (rank 0
 // runs these tests; mp::init turns ranks 1..3 into workers). See tests/mpi/CMakeLists.txt.
 #include <csignal>
+#include <future>
 #include <numeric>
 #include <set>
 #include <stdexcept>
@@ -55,6 +56,13 @@ std::vector<unsigned char> make_bytes(std::size_t size) {
 void dies(int) {
   std::raise(SIGKILL);
 }
+int offset = 0;
+void set_offset(int value) {
+  offset = value;
+}
+int plus_offset(int x) {
+  return x + offset;
+}
 void in_a_process(int code) {
   if (code != 0) throw std::runtime_error("asked to fail");
 }
@@ -103,6 +111,15 @@ TEST(mpi_pool, map_apply_apply_async_imap_starmap) {
   EXPECT_EQ(pool.starmap(add, pairs), (std::vector<int>{3, 7, 11}));
   pool.close();
   pool.join();
+}
+
+TEST(mpi_pool, initializer_runs_on_every_rank_and_callbacks_run_here) {
+  mp::pool_options options = on_ranks();
+  options.initializer = mp::call(set_offset, 100);
+  mp::pool pool(options);
+  EXPECT_EQ(pool.map(plus_offset, std::vector<int>{1, 2, 3}), (std::vector<int>{101, 102, 103}));
+  std::future<int> future = pool.apply_async(plus_offset, 5).to_future();
+  EXPECT_EQ(future.get(), 105);
 }
 
 TEST(mpi_pool, a_task_that_throws_is_a_remote_error) {
