@@ -1,7 +1,10 @@
 // The pool conformance subset that makes sense over MPI ranks: run by mpiexec -n 4 (rank 0
 // runs these tests; mp::init turns ranks 1..3 into workers). See tests/mpi/CMakeLists.txt.
+#include <atomic>
 #include <csignal>
+#include <cstddef>
 #include <future>
+#include <iterator>
 #include <numeric>
 #include <set>
 #include <stdexcept>
@@ -67,6 +70,26 @@ void in_a_process(int code) {
   if (code != 0) throw std::runtime_error("asked to fail");
 }
 
+/// An endless input that counts how many items the pool pulled from it.
+struct counting_range {
+  std::atomic<long>* pulled;
+  struct iterator {
+    using value_type = int;
+    using difference_type = std::ptrdiff_t;
+    std::atomic<long>* pulled;
+    int value;
+    int operator*() const { return value; }
+    iterator& operator++() {
+      ++value;
+      ++*pulled;
+      return *this;
+    }
+    bool operator!=(std::default_sentinel_t) const { return true; }
+  };
+  iterator begin() const { return {pulled, 0}; }
+  std::default_sentinel_t end() const { return {}; }
+};
+
 }  // namespace
 
 TEST(mpi_pool, method_is_available_on_rank_zero) {
@@ -120,6 +143,18 @@ TEST(mpi_pool, initializer_runs_on_every_rank_and_callbacks_run_here) {
   EXPECT_EQ(pool.map(plus_offset, std::vector<int>{1, 2, 3}), (std::vector<int>{101, 102, 103}));
   std::future<int> future = pool.apply_async(plus_offset, 5).to_future();
   EXPECT_EQ(future.get(), 105);
+}
+
+TEST(mpi_pool, imap_is_lazy_on_an_endless_input) {
+  mp::pool pool(on_ranks());
+  std::atomic<long> pulled{0};
+  long seen = 0;
+  for (int v : pool.imap(square, counting_range{&pulled}, 4)) {
+    EXPECT_EQ(v, seen * seen);
+    if (++seen == 100) break;
+  }
+  // Bounded look-ahead: a handful of chunks past what was consumed, never the whole input.
+  EXPECT_LT(pulled.load(), 100 + 4 * 16);
 }
 
 TEST(mpi_pool, a_task_that_throws_is_a_remote_error) {
