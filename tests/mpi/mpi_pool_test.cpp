@@ -63,6 +63,9 @@ int offset = 0;
 void set_offset(int value) {
   offset = value;
 }
+void failing_setup(int) {
+  throw std::runtime_error("setup failed");
+}
 int plus_offset(int x) {
   return x + offset;
 }
@@ -155,6 +158,19 @@ TEST(mpi_pool, imap_is_lazy_on_an_endless_input) {
   }
   // Bounded look-ahead: a handful of chunks past what was consumed, never the whole input.
   EXPECT_LT(pulled.load(), 100 + 4 * 16);
+}
+
+TEST(mpi_pool, a_failing_initializer_breaks_the_pool_and_frees_the_ranks) {
+  mp::pool_options options = on_ranks();
+  options.initializer = mp::call(failing_setup, 1);
+  try {
+    mp::pool pool(options);
+    EXPECT_THROW(pool.apply(square, 2), mp::error);
+  } catch (const mp::error& e) {
+    EXPECT_NE(std::string(e.what()).find("setup failed"), std::string::npos) << e.what();
+  }
+  mp::pool after(on_ranks());
+  EXPECT_EQ(after.apply(square, 4), 16);
 }
 
 TEST(mpi_pool, a_task_that_throws_is_a_remote_error) {
