@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing multiproc needs on Debian 12, if anything is missing.
-# Usage: scripts/install-deps.sh [linux|windows|bench|fuzz|sanitizers]...   (default: linux)
+# Usage: scripts/install-deps.sh [linux|windows|bench|fuzz|sanitizers|mpi|...]...   (default: linux)
 set -euo pipefail
 
 want=("$@")
@@ -56,6 +56,13 @@ for what in "${want[@]}"; do
       need /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core
       need /usr/bin/python3 python3
       need /usr/lib/python3/dist-packages/PIL/Image.py python3-pil
+      ;;
+    mpi)
+      # The mpi start method (-DMULTIPROC_MPI=ON, scripts/mpi-tests.sh): Debian's Open MPI, and
+      # mpi4py for the side-by-side benchmark (mpi4py.futures).
+      need /usr/bin/mpiexec.openmpi openmpi-bin
+      need "/usr/lib/$(uname -m)-linux-gnu/openmpi/include/mpi.h" libopenmpi-dev
+      need /usr/lib/python3/dist-packages/mpi4py/__init__.py python3-mpi4py
       ;;
     package)
       # scripts/package-test.sh: the .deb (CPack writes it itself), then a consumer built with

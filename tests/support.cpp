@@ -65,6 +65,8 @@ std::string method_name(const ::testing::TestParamInfo<multiproc::start_method>&
       return "forkserver";
     case multiproc::start_method::automatic:
       return "automatic";
+    case multiproc::start_method::mpi:
+      return "mpi";
   }
   return "unknown";
 }

@@ -30,21 +30,35 @@ enum class start_method {
   /// spawn on Windows. mp::resolve_start_method tells what it picks now; mp::process::method
   /// what it picked for a started process. The default on Linux.
   automatic,
+  /// The ranks of an MPI job (`mpirun -n N ./app`) as workers: rank 0 runs main, mp::init
+  /// turns every other rank into a worker that serves pools one after another. Built only with
+  /// CMake MULTIPROC_MPI=ON (POSIX); available only in a program started by an MPI launcher.
+  /// Arguments and results travel as bytes in MPI messages (never shared memory, never
+  /// handles: a queue or pipe argument is refused with serialization_error). Elsewhere
+  /// mp::start_method_available says false and starting with it throws mp::start_error.
+  mpi,
 };
 
 /// The `if __name__ == "__main__"` guard: call it as the first line of main(). In a child
 /// started by `spawn` it runs the child's work and ends the process (it never returns there);
 /// everywhere else it returns at once. A program started with the spawn marker set but
 /// without a valid channel from its parent prints why and exits with code 86 (never runs
-/// main: no fork bomb). Throws nothing.
+/// main: no fork bomb). With MULTIPROC_MPI=ON, in a program an MPI launcher started: on ranks
+/// 1..N-1 it initialises MPI (if the program has not), serves as a worker of rank 0's
+/// start_method::mpi pools and processes, and ends the process (exit code 0) once rank 0's
+/// program ends; on rank 0 it returns, and MPI is finalised when the program exits (unless the
+/// program initialised MPI itself: then its own MPI_Finalize releases the worker ranks).
+/// Throws nothing.
 MULTIPROC_API void init(int argc, char** argv);
 
-/// The start method chosen at build time (CMake MULTIPROC_BACKEND: auto, fork, forkserver or
-/// spawn; unset: automatic on POSIX, spawn on Windows). Throws nothing.
+/// The start method chosen at build time (CMake MULTIPROC_BACKEND: auto, fork, forkserver,
+/// spawn or mpi; unset: automatic on POSIX, spawn on Windows). Throws nothing.
 MULTIPROC_API start_method default_start_method() noexcept;
 
 /// Whether `method` can be used on this platform: spawn and automatic everywhere; fork on
-/// POSIX; forkserver on Linux 5.3 or later outside the portable POSIX build. Throws nothing.
+/// POSIX; forkserver on Linux 5.3 or later outside the portable POSIX build; mpi in a POSIX
+/// build with MULTIPROC_MPI=ON, in a program an MPI launcher started (mpirun, mpiexec) or
+/// that initialised MPI itself. Throws nothing.
 MULTIPROC_API bool start_method_available(start_method method) noexcept;
 
 /// The start method a start with `method` would use now: `method` itself, unless it is

@@ -7,6 +7,7 @@
 #include <multiproc/init.hpp>
 #include <multiproc/this_process.hpp>
 
+#include "../mpi/mpi.hpp"
 #include "../os/spawn.hpp"
 #include "../os/system.hpp"
 #include "launcher.hpp"
@@ -63,9 +64,13 @@ namespace {
 }  // namespace
 }  // namespace detail
 
-void init(int /*argc*/, char** /*argv*/) {
+void init(int argc, char** argv) {
   const char* marker = std::getenv(detail::os::spawn_marker_variable);
-  if (marker == nullptr) return;
+  if (marker == nullptr) {
+    // A rank of an MPI job other than 0 serves rank 0 and never returns from here.
+    detail::mpi::init_rank(argc, argv);
+    return;
+  }
   std::string value(marker);
   // A grandchild this child starts must not look spawned: the marker is for this process only.
   detail::os::unset_environment(detail::os::spawn_marker_variable);
@@ -79,6 +84,8 @@ start_method default_start_method() noexcept {
   return start_method::fork;
 #elif defined(MULTIPROC_DEFAULT_FORKSERVER)
   return start_method::forkserver;
+#elif defined(MULTIPROC_DEFAULT_MPI)
+  return start_method::mpi;
 #else
   return MULTIPROC_HAS_FORK ? start_method::automatic : start_method::spawn;
 #endif

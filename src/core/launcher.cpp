@@ -14,6 +14,7 @@
 #include <multiproc/errors.hpp>
 #include <multiproc/this_process.hpp>
 
+#include "../mpi/mpi.hpp"
 #include "../os/fork.hpp"
 #include "../os/forkserver.hpp"
 #include "../os/spawn.hpp"
@@ -156,6 +157,8 @@ start_method checked_method(start_method method) {
       why += MULTIPROC_HAS_FORK
                  ? " (it needs Linux 5.3 or later, and is not in the portable POSIX build)"
                  : " (POSIX only)";
+    } else if (method == start_method::mpi) {
+      why += mpi::why_unavailable();
     }
     throw start_error(why, std::make_error_code(std::errc::function_not_supported));
   }
@@ -172,6 +175,8 @@ const char* method_name(start_method method) noexcept {
       return "forkserver";
     case start_method::automatic:
       return "automatic";
+    case start_method::mpi:
+      return "mpi";
   }
   return "unknown";
 }
@@ -303,6 +308,8 @@ launched launch(const launch_plan& plan) {
       return fork_child(plan);
     case start_method::forkserver:
       return forkserver_child(plan);
+    case start_method::mpi:
+      return mpi::launch(plan);
     default:
       return spawn(plan);
   }
@@ -310,6 +317,7 @@ launched launch(const launch_plan& plan) {
 }  // namespace detail
 
 bool start_method_available(start_method method) noexcept {
+  if (method == start_method::mpi) return detail::mpi::available();
   return method != start_method::forkserver || detail::os::forkserver_supported();
 }
 

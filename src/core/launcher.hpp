@@ -70,7 +70,8 @@ class own_thread {
 void ensure_may_start();
 /// `method`, or start_error if it is not available on this platform (saying why).
 start_method checked_method(start_method method);
-/// The method's name as the user writes it ("fork", "spawn", "forkserver", "automatic").
+/// The method's name as the user writes it ("fork", "spawn", "forkserver", "automatic",
+/// "mpi").
 const char* method_name(start_method method) noexcept;
 
 }  // namespace multiproc::detail

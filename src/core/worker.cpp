@@ -33,7 +33,8 @@ std::uint32_t microseconds_since(clock::time_point started) {
 /// Runs one task frame and appends its result frame to `out`. A result too large for the
 /// channel is left in a shared block, held in `held` until the parent releases it.
 void answer_task(const frame_header& header, const char* body, handle_list& handles,
-                 std::string& out, std::unordered_map<std::uint64_t, os::shared_block>& held) {
+                 std::string& out, std::unordered_map<std::uint64_t, os::shared_block>& held,
+                 bool shared_blocks) {
   result_frame frame(out, header.id);
   task_outcome outcome;
   os::shared_block result_block;
@@ -49,8 +50,9 @@ void answer_task(const frame_header& header, const char* body, handle_list& hand
   if (outcome.status == result_status::ok) {
     // The parent never reads its copy of the arguments again (a task that ran is never sent
     // anew), so the block is given back as it is decoded.
-    outcome = run_call_body(task.data, task.size, &out, frame.result_start(), true, &result_block,
-                            &result_block_size, &handles, task.block ? &task.block : nullptr);
+    outcome = run_call_body(task.data, task.size, &out, frame.result_start(), shared_blocks,
+                            &result_block, &result_block_size, &handles,
+                            task.block ? &task.block : nullptr);
   }
   task.block = os::shared_block();
   frame.finish(outcome, microseconds_since(started), result_block, result_block_size);
@@ -61,7 +63,7 @@ void answer_task(const frame_header& header, const char* body, handle_list& hand
 
 }  // namespace
 
-int run_worker(os::channel& channel, frame_reader& reader) {
+int run_worker(os::channel& channel, frame_reader& reader, bool shared_blocks) {
   os::block_broken_pipe_signal_in_this_thread();
   // Ctrl-C reaches the whole process group: the pool's owner decides (its handler, or its
   // death, after which this worker ends with it), not each worker on its own.
@@ -102,7 +104,7 @@ int run_worker(os::channel& channel, frame_reader& reader) {
           }
           // Each result leaves before the next task starts: if that task crashes the worker,
           // the parent knows exactly which task was running, and no finished one is lost.
-          answer_task(header, body, handles, out, held);
+          answer_task(header, body, handles, out, held, shared_blocks);
           flush();
           break;
         case frame_kind::ledger:

@@ -10,7 +10,9 @@ namespace multiproc::detail {
 
 /// The worker loop of a pool worker: runs its initializer, then answers tasks until a stop
 /// frame or the end of its channel (its parent is gone); returns the process exit code.
-int run_worker(os::channel& channel, frame_reader& reader);
+/// `shared_blocks`: whether a large result may go back in a shared block; false where the
+/// parent is on another host (an MPI rank), so every result travels inline.
+int run_worker(os::channel& channel, frame_reader& reader, bool shared_blocks = true);
 
 /// Runs one encoded call as an mp::process child, with the `handles` its arguments carry;
 /// returns the exit code (1 if it threw, after printing "<type>: <what>" to stderr), after

@@ -17,6 +17,7 @@ child::child(child&& other) noexcept {
   report_lost_ = std::exchange(other.report_lost_, false);
   exit_code_ = std::exchange(other.exit_code_, std::nullopt);
   signal_sent_ = std::exchange(other.signal_sent_, 0);
+  remote_ = std::move(other.remote_);
 }
 
 child& child::operator=(child&& other) noexcept {
@@ -28,6 +29,7 @@ child& child::operator=(child&& other) noexcept {
     report_lost_ = std::exchange(other.report_lost_, false);
     exit_code_ = std::exchange(other.exit_code_, std::nullopt);
     signal_sent_ = std::exchange(other.signal_sent_, 0);
+    remote_ = std::move(other.remote_);
   }
   return *this;
 }

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 
@@ -28,6 +29,22 @@ enum class child_kind : std::uint8_t {
   pool_worker,  ///< dies with the parent (PR_SET_PDEATHSIG / job object) besides seeing EOF
 };
 
+/// A child that is no process of this machine's (a rank of an MPI job serving as a worker,
+/// src/mpi/): whoever started it knows how to wait for it and end it, and child forwards to
+/// it. Implementations are thread-safe as child is.
+class remote_child {
+ public:
+  virtual ~remote_child() = default;
+  /// As child::wait.
+  virtual bool wait(std::optional<std::chrono::nanoseconds> timeout) = 0;
+  /// As child::exit_code.
+  virtual std::optional<int> exit_code() const = 0;
+  /// As child::terminate / child::kill: a request to the remote side, which cannot always
+  /// interrupt what it is running (src/mpi/ says what it does).
+  virtual void terminate() noexcept = 0;
+  virtual void kill() noexcept = 0;
+};
+
 /// A child process this process started. Thread-safe: one thread may wait while another
 /// terminates. The destructor neither waits nor kills: the owner decides. Move operations
 /// are not thread-safe against other uses of the same object (as for any std type).
@@ -44,6 +61,10 @@ class child {
   /// its pid.
   child(long pid, native_handle pidfd, native_handle report) noexcept
       : pid_(pid), handle_(pidfd), report_(report) {}
+  /// A remote child (see remote_child): `pid` is its process id on its own host, for reports
+  /// only (it is never signalled here).
+  child(long pid, std::shared_ptr<remote_child> remote) noexcept
+      : pid_(pid), remote_(std::move(remote)) {}
   child(child&& other) noexcept;
   child& operator=(child&& other) noexcept;
   child(const child&) = delete;
@@ -79,6 +100,9 @@ class child {
   std::optional<int> exit_code_;
   int signal_sent_ = 0;  ///< which request was sent; Windows reads its own codes back by it
   int waiters_ = 0;      ///< POSIX: threads inside wait(), which may be polling the pidfd
+  /// A remote child's owner: wait, exit_code, terminate and kill go there. Never changes but
+  /// by moves.
+  std::shared_ptr<remote_child> remote_;
 };
 
 }  // namespace multiproc::detail::os

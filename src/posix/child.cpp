@@ -36,6 +36,7 @@ bool ended_unreaped(long pid, int flags) noexcept {
 }  // namespace
 
 bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
+  if (remote_) return remote_->wait(timeout);
   long pid;
   native_handle pidfd;
   native_handle report;
@@ -161,6 +162,7 @@ bool child::wait_for_report(native_handle pidfd, native_handle report,
 }
 
 std::optional<int> child::exit_code() const {
+  if (remote_) return remote_->exit_code();
   std::lock_guard<std::mutex> lock(mutex_);
   return exit_code_;
 }
@@ -180,9 +182,11 @@ void child::send_signal(int signal_number) noexcept {
 }
 
 void child::terminate() noexcept {
+  if (remote_) return remote_->terminate();
   send_signal(SIGTERM);
 }
 void child::kill() noexcept {
+  if (remote_) return remote_->kill();
   send_signal(SIGKILL);
 }
 

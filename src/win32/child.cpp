@@ -33,6 +33,7 @@ child_end decode_exit_code(DWORD code, int signal_sent) noexcept {
 }  // namespace
 
 bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
+  if (remote_) return remote_->wait(timeout);
   HANDLE process = nullptr;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -72,15 +73,18 @@ bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
 }
 
 std::optional<int> child::exit_code() const {
+  if (remote_) return remote_->exit_code();
   std::lock_guard<std::mutex> lock(mutex_);
   return exit_code_;
 }
 
 void child::terminate() noexcept {
+  if (remote_) return remote_->terminate();
   send_signal(sigterm_number);
 }
 
 void child::kill() noexcept {
+  if (remote_) return remote_->kill();
   send_signal(sigkill_number);
 }
 

@@ -61,7 +61,9 @@ std::size_t pool_impl::encode_part(const call_spec* calls, std::size_t part,
                                    const std::shared_ptr<result_state>& state, task& t) {
   t.state = state;
   t.part = part;
-  encode_call_body(calls[part], t.body, 0, true, t.block, t.block_size, &t.handles, &t.tickets);
+  // Remote workers can map no block and receive no handle: such an argument is refused.
+  encode_call_body(calls[part], t.body, 0, !remote_workers_, t.block, t.block_size,
+                   remote_workers_ ? nullptr : &t.handles, &t.tickets);
   t.encoded_bytes = t.block ? t.block_size : t.body.size();
   return t.encoded_bytes;
 }
@@ -146,8 +148,14 @@ void pool_impl::check_accepting_locked() const {
 /// worker never waits for the parent's round trip); many for tiny tasks (one wake-up serves
 /// a batch).
 std::size_t pool_impl::depth_limit_locked() const {
-  // Without a claim ledger nothing sent could be taken back: one task at a time.
-  if (ledger_unavailable_ || average_task_us_ < 0 || average_task_us_ >= 10000) return 1;
+  // Without a claim ledger nothing sent could be taken back: one task at a time. Remote
+  // workers (MPI ranks) never have one, and a round trip to them costs too much to send one
+  // short task at a time: they hold several short tasks that cannot be taken back (README,
+  // Scaling out).
+  if ((ledger_unavailable_ && !remote_workers_) || average_task_us_ < 0 ||
+      average_task_us_ >= 10000) {
+    return 1;
+  }
   if (average_task_us_ >= 100) return 2;
   return std::min<std::size_t>(64,
                                2 + static_cast<std::size_t>(400 / std::max(average_task_us_, 1.0)));
@@ -171,7 +179,10 @@ void pool_impl::dispatch_locked() {
     }
     if (best == nullptr) break;
     // A second task for one worker: it gets its claim word first, or takes no second task.
-    if (!best->in_flight.empty() && !best->ledger && !give_ledger_locked(*best)) break;
+    if (!best->in_flight.empty() && !best->ledger && !remote_workers_ &&
+        !give_ledger_locked(*best)) {
+      break;
+    }
     task t = std::move(pending_.front());
     pending_.pop_front();
     send_task_locked(*best, std::move(t));

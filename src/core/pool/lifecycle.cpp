@@ -7,6 +7,7 @@
 #include <multiproc/errors.hpp>
 #include <multiproc/this_process.hpp>
 
+#include "../../mpi/mpi.hpp"
 #include "../../os/system.hpp"
 #include "../launcher.hpp"
 #include "../protocol/frame.hpp"
@@ -25,8 +26,20 @@ std::shared_ptr<pool_impl> pool_impl::start(const pool_options& options) {
   std::shared_ptr<pool_impl> impl(new pool_impl);
   impl->options_ = options;
   if (options.initializer) check_frame_size(options.initializer.encoded()->bytes.size());
-  if (impl->options_.processes == 0) impl->options_.processes = cpu_count();
   impl->method_ = checked_method(options.method.value_or(default_start_method()));
+  if (impl->method_ == start_method::mpi) {
+    // The job's worker ranks are the pool's processes: no more can be had.
+    impl->options_.processes = mpi::pool_size(impl->options_.processes);
+    impl->remote_workers_ = true;
+    impl->ledger_unavailable_ = true;
+    if (options.initializer && !options.initializer.encoded()->handles.empty()) {
+      throw start_error(
+          "mp::pool: an initializer argument that is a handle (queue, pipe, "
+          "shared object) cannot reach an MPI rank",
+          std::make_error_code(std::errc::invalid_argument));
+    }
+  }
+  if (impl->options_.processes == 0) impl->options_.processes = cpu_count();
   impl->creator_ = os::current_pid();
   for (unsigned i = 0; i < impl->options_.processes; ++i) {
     impl->slots_.push_back(std::make_unique<worker_slot>());

@@ -201,6 +201,9 @@ class pool_impl : public std::enable_shared_from_this<pool_impl> {
   // ---- fixed once started: read without a lock -------------------------------------------------
   pool_options options_;
   start_method method_ = start_method::spawn;
+  /// The workers are on other hosts (start_method::mpi): payloads travel inline, never in
+  /// shared blocks, and no handle travels (no claim ledger either).
+  bool remote_workers_ = false;
   long creator_ = 0;
   /// The vector never changes after start(); each slot's fields are guarded as worker_slot says.
   std::vector<std::unique_ptr<worker_slot>> slots_;
