@@ -4,6 +4,7 @@
 #   - Linux, default start method auto (the default: fork, or forkserver in a threaded
 #     program), warnings as errors (Release, configured as the Debian package is built)
 #   - Linux, default start method spawn, warnings as errors (Debug)
+#   - the mpi start method over 4 ranks of Open MPI (scripts/mpi-tests.sh)
 #   - Linux with AddressSanitizer + UndefinedBehaviorSanitizer (clang 19)
 #   - Linux with ThreadSanitizer (clang 19)
 #   - Windows programs (mingw-w64), run under Wine
@@ -25,7 +26,7 @@ quick=0
 if [ "$quick" = 1 ]; then
   scripts/install-deps.sh linux
 else
-  scripts/install-deps.sh linux windows fuzz sanitizers
+  scripts/install-deps.sh linux windows fuzz sanitizers mpi
 fi
 
 passed=0
@@ -76,6 +77,8 @@ if [ "$quick" = 0 ]; then
   # with clang 19, whose ASan and TSan survive a fork from a threaded parent, so the pool suites
   # run on fork as well as spawn (tests/CMakeLists.txt, MULTIPROC_TEST_FORK_WHEN_SANITIZED);
   # under GCC 12's or clang 16's runtimes a forked worker can deadlock (README, Gotchas).
+  # The mpi start method: its own build (-DMULTIPROC_MPI=ON), each test a whole mpiexec job.
+  step "mpi (Open MPI, 4 ranks)" scripts/mpi-tests.sh build/ci-mpi
   # The ASan build also builds the fuzz targets, which link its library (fuzz/CMakeLists.txt).
   step "linux-asan-ubsan (clang 19)" linux_suite asan-clang19 -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_CXX_COMPILER=clang++-19 -DMULTIPROC_SANITIZE=address,undefined \
