@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <malloc.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -59,19 +60,15 @@ void count_maps(long& all, long& shared) {
   }
 }
 
-/// Children of this process by state; the fork server's children count as this process's
-/// own (a worker it forked for us and never reaped is our leak), the server itself does not
-/// (it lives as long as this process, by design).
-void count_children(long& live, long& zombies) {
-  live = zombies = 0;
-  const long self = static_cast<long>(::getpid());
-  const long server = multiproc::detail::forkserver_pid();
+/// Calls `visit(pid, state)` for each process whose parent is `parent`.
+template <class Visit>
+void each_child_of(long parent, Visit visit) {
   DIR* proc = ::opendir("/proc");
   if (proc == nullptr) return;
   while (dirent* entry = ::readdir(proc)) {
     char* end = nullptr;
     const long pid = std::strtol(entry->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0 || pid == server) continue;
+    if (*end != '\0' || pid <= 0) continue;
     std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
     std::string line;
     if (!std::getline(stat, line)) continue;
@@ -79,16 +76,25 @@ void count_children(long& live, long& zombies) {
     if (close == std::string::npos || close + 2 >= line.size()) continue;
     std::istringstream rest(line.substr(close + 2));
     char state = 0;
-    long parent = 0;
-    rest >> state >> parent;
-    if (parent != self && (server == 0 || parent != server)) continue;
-    if (state == 'Z') {
-      ++zombies;
-    } else {
-      ++live;
-    }
+    long ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent) visit(pid, state);
   }
   ::closedir(proc);
+}
+
+/// Children of this process by state; the fork server's children count as this process's
+/// own (a worker it forked for us and never reaped is our leak), the server itself does not
+/// (it lives as long as this process, by design).
+void count_children(long& live, long& zombies) {
+  live = zombies = 0;
+  const long server = multiproc::detail::forkserver_pid();
+  const auto tally = [&](long pid, char state) {
+    if (pid == server) return;
+    ++(state == 'Z' ? zombies : live);
+  };
+  each_child_of(static_cast<long>(::getpid()), tally);
+  if (server != 0) each_child_of(server, tally);
 }
 
 long resident_kib() {
@@ -99,6 +105,11 @@ long resident_kib() {
 }
 
 }  // namespace
+
+void kill_children() {
+  each_child_of(static_cast<long>(::getpid()),
+                [](long pid, char) { ::kill(static_cast<pid_t>(pid), SIGKILL); });
+}
 
 const char* name_of(figure f) {
   switch (f) {

@@ -36,6 +36,10 @@ figures measure();
 /// nobody. Mappings and memory may move a little (malloc arenas of the supervisor threads).
 long allowance(figure f);
 
+/// SIGKILLs every child of this process (on a hang, before the soak gives up: a child waiting
+/// for ever must not outlive the run; pool workers would die with it anyway).
+void kill_children();
+
 /// The first figure above baseline + allowance, or figure::count_ if none.
 figure first_breach(const figures& baseline, const figures& now);
 
