@@ -73,9 +73,13 @@ std::pair<long, long> pool_task(long x) {
   return {use_malloc_and_streams(x), mp::this_process::id()};
 }
 
+/// Leaves with _Exit, not exit: a forked copy of a threaded program must not run the parent's
+/// atexit handlers and static destructors (they may need a lock another thread held at the
+/// fork; and LeakSanitizer's exit check there reports what only the missing threads' stacks
+/// still pointed to).
 int process_target(int x) {
   const long y = use_malloc_and_streams(x);
-  std::exit(y == 2L * x + 1 ? x % 100 : 200);
+  std::_Exit(y == 2L * x + 1 ? x % 100 : 200);
 }
 
 /// Takes the user mutex: on fork, if another thread held it at the fork, this never returns.
@@ -177,6 +181,14 @@ class busy_threads {
 
 using hardening_busy_threads = multiproc_test::checked;
 
+#if defined(__SANITIZE_ADDRESS__)
+#define MULTIPROC_TEST_ADDRESS_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MULTIPROC_TEST_ADDRESS_SANITIZER 1
+#endif
+#endif
+
 }  // namespace
 
 // 500 pool workers (maxtasksperchild=1: each task in a newly forked worker) and 200 processes,
@@ -185,10 +197,19 @@ using hardening_busy_threads = multiproc_test::checked;
 // inherited lock would: the waits below are hang guards, far beyond the seconds this takes).
 TEST_F(hardening_busy_threads, fork_while_four_threads_hammer_malloc_streams_and_a_mutex) {
   MULTIPROC_SKIP_FORK_POOLS_WHEN_SANITIZED();
+#if defined(MULTIPROC_TEST_ADDRESS_SANITIZER)
+  // Must skip: AddressSanitizer's runtime (clang 19 too) holds its allocator's locks across
+  // fork() but not its quarantine's. Threads that free all the time (these four) often hold it
+  // at the fork, and the child then spins for ever at its first free that drains the
+  // quarantine (caught in gdb: a worker in Quarantine::Drain -> StaticSpinMutex::LockSlow, from
+  // ~frame_reader; 3 of 8 runs here hung). A limit of the sanitizer, not of fork or multiproc:
+  // ThreadSanitizer and the plain builds run this test.
+  GTEST_SKIP() << "ASan's quarantine lock is not held across fork: a forked child can hang";
+#endif
 #if defined(MULTIPROC_TEST_SANITIZED)
-  // A fifth of the children under a sanitizer: with four busy threads each fork of a sanitized
-  // process is slow (TSan, clang 19: 250 s for the full count, measured), which would take the
-  // pool_faults group past its CTest timeout. Still hundreds of forks among busy threads.
+  // A fifth of the children under a sanitizer (TSan): with four busy threads each fork of a
+  // sanitized process is slow (clang 19: 250 s for the full count, measured), which would take
+  // the pool_faults group past its CTest timeout. Still 140 forks among busy threads.
   constexpr int tasks = 100;
   constexpr int processes = 40;
 #else
