@@ -206,16 +206,8 @@ TEST_F(hardening_busy_threads, fork_while_four_threads_hammer_malloc_streams_and
   // ThreadSanitizer and the plain builds run this test.
   GTEST_SKIP() << "ASan's quarantine lock is not held across fork: a forked child can hang";
 #endif
-#if defined(MULTIPROC_TEST_SANITIZED)
-  // A fifth of the children under a sanitizer (TSan): with four busy threads each fork of a
-  // sanitized process is slow (clang 19: 250 s for the full count, measured), which would take
-  // the pool_faults group past its CTest timeout. Still 140 forks among busy threads.
-  constexpr int tasks = 100;
-  constexpr int processes = 40;
-#else
   constexpr int tasks = 500;
   constexpr int processes = 200;
-#endif
   std::vector<long> results(tasks, -1);
   std::vector<std::string> failures;
   std::vector<int> exit_codes(processes, -1000);
