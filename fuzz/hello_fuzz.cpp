@@ -53,7 +53,10 @@ bool acceptable(const core::frame_header& header, std::string_view body, long& p
   if (!reader.string(identity) || identity != multiproc::detail::os::image_identity()) {
     return false;
   }
-  if (!reader.u64(pid) || !reader.u8(role_byte) || role_byte > 1) return false;
+  if (!reader.u64(pid) || !reader.u8(role_byte) ||
+      role_byte > static_cast<std::uint8_t>(core::child_role::forkserver)) {
+    return false;
+  }
   parent = static_cast<long>(pid);
   role = static_cast<core::child_role>(role_byte);
   return true;
