@@ -1,5 +1,5 @@
-// Resource counting on POSIX (Linux /proc; elsewhere what the system offers).
-#include <dirent.h>
+// Resource counting on POSIX: the facts come from the system's process table through one
+// helper (support_process_facts.hpp: /proc on Linux, libproc on macOS).
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -7,124 +7,26 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "../src/core/forkserver.hpp"
 #include "support.hpp"
+#include "support_process_facts.hpp"
 
 namespace multiproc_test {
 
-namespace {
-int count_entries(const char* directory, bool (*keep)(const char* name)) {
-  DIR* dir = ::opendir(directory);
-  if (dir == nullptr) return 0;
-  int count = 0;
-  while (dirent* entry = ::readdir(dir)) {
-    if (entry->d_name[0] == '.') continue;
-    if (keep == nullptr || keep(entry->d_name)) ++count;
-  }
-  ::closedir(dir);
-  return count - (std::string(directory) == "/proc/self/fd" ? 1 : 0);  // opendir's own fd
-}
-
-/// Children of this process by state, from /proc: the fork server's children count as its
-/// own (a leak of the server's is one of the test's), the server itself does not (it serves
-/// test after test).
-void count_children(int& live, int& zombies) {
-  live = zombies = 0;
-  const long self = static_cast<long>(::getpid());
-  const long server = multiproc::detail::forkserver_pid();
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return;
-  while (dirent* entry = ::readdir(proc)) {
-    char* end = nullptr;
-    const long pid = std::strtol(entry->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0) continue;
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    const auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(line.substr(close + 2));
-    char state = 0;
-    long parent = 0;
-    rest >> state >> parent;
-    if (pid == server) continue;
-    if (parent != self && (server == 0 || parent != server)) continue;
-    if (state == 'Z') {
-      ++zombies;
-    } else {
-      ++live;
-    }
-  }
-  ::closedir(proc);
-}
-/// What the library's shared blocks look like (src/posix/shared_block_linux.cpp: memfd_create's
-/// name "multiproc-payload"): Linux shows a memfd as "/memfd:<name> (deleted)" both as a
-/// descriptor's link and as a mapping's path. Large payloads never appear in /dev/shm.
-constexpr char shared_block_prefix[] = "/memfd:multiproc";
-
-bool names_shared_block(const std::string& target) {
-  return target.rfind(shared_block_prefix, 0) == 0;
-}
-
-/// This process's descriptors that are the library's memfds.
-int count_shared_block_descriptors() {
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) return 0;
-  int count = 0;
-  while (dirent* entry = ::readdir(dir)) {
-    if (entry->d_name[0] == '.') continue;
-    char target[256] = {};
-    const std::string link = std::string("/proc/self/fd/") + entry->d_name;
-    const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
-    if (n > 0 && names_shared_block(std::string(target, static_cast<std::size_t>(n)))) ++count;
-  }
-  ::closedir(dir);
-  return count;
-}
-
-/// This process's mappings of the library's memfds (a block mapped from a peer holds no
-/// descriptor: only its mapping shows a leak).
-int count_shared_block_mappings() {
-  std::ifstream maps("/proc/self/maps");
-  int count = 0;
-  for (std::string line; std::getline(maps, line);) {
-    const auto path = line.find('/');
-    if (path != std::string::npos && names_shared_block(line.substr(path))) ++count;
-  }
-  return count;
-}
-}  // namespace
-
 resource_counts count_resources() {
+  const process_facts facts = read_process_facts();
   resource_counts counts;
-  counts.descriptors =
-      count_entries("/proc/self/fd", nullptr) - multiproc::detail::forkserver_descriptors();
-  count_children(counts.children, counts.zombies);
-  counts.shared_segments = count_entries("/dev/shm", nullptr);
-  counts.shared_block_descriptors = count_shared_block_descriptors();
-  counts.shared_block_mappings = count_shared_block_mappings();
-  counts.threads = count_entries("/proc/self/task", nullptr);
+  // The fork server's link serves test after test: not a leak of any one of them.
+  counts.descriptors = facts.descriptors - multiproc::detail::forkserver_descriptors();
+  counts.children = facts.children;
+  counts.zombies = facts.zombies;
+  counts.shared_segments = facts.shared_segments;
+  counts.shared_block_descriptors = facts.shared_block_descriptors;
+  counts.shared_block_mappings = facts.shared_block_mappings;
+  counts.threads = facts.threads;
   return counts;
-}
-
-std::size_t resident_bytes() {
-  std::ifstream statm("/proc/self/statm");
-  std::size_t total = 0, resident = 0;
-  statm >> total >> resident;
-  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-}
-
-bool process_running(long pid) {
-  if (::kill(static_cast<pid_t>(pid), 0) != 0) return false;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  const auto close = line.rfind(')');
-  return close == std::string::npos || line.at(close + 2) != 'Z';
 }
 
 void kill_from_outside(long pid) {

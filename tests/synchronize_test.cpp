@@ -376,6 +376,20 @@ TEST_P(sync_conformance, a_holder_killed_while_holding_a_lock_is_reported_once) 
   EXPECT_THROW(r.release(), mp::state_error);  // one level only: the dead one's are gone
 }
 
+// Before the holder is reaped: the portable POSIX lock learns of its holder's death from the
+// system (a zombie still answers kill(pid, 0)), not from the kernel at exit as a robust mutex.
+TEST_P(sync_conformance, a_holder_killed_is_reported_before_it_is_joined) {
+  mp::mutex m;
+  mp::event held;
+  auto holder = start(hold_and_signal, m, held);
+  ASSERT_TRUE(held.wait(60s));
+  holder.kill();
+  EXPECT_THROW(m.acquire(60s), mp::owner_died_error);
+  EXPECT_TRUE(m.acquire(1s));
+  m.release();
+  holder.join();
+}
+
 #if !defined(_WIN32)
 // An uncontended acquire names its holder from a per-thread cache (synchronize.hpp). A child
 // the program forks itself, from a thread that used a lock before, must take locks as itself:

@@ -29,8 +29,9 @@ void run_in_forked_children(void (*callback)()) noexcept;
 class child;
 /// The stamp of a child this process started.
 process_stamp stamp_of(const child& started) noexcept;
-/// False once the process `stamp` names has ended (or its pid belongs to another process).
-/// A process this one may not inspect counts as running.
+/// False once the process `stamp` names has ended (or its pid belongs to another process); a
+/// child of this process counts as ended as soon as it ends, before it is reaped (POSIX:
+/// waitid with WNOWAIT). A process this one may not inspect counts as running.
 bool still_running(const process_stamp& stamp) noexcept;
 
 /// Holders of something, counted by the kernel: every holder keeps a copy of `hold`; whoever

@@ -42,15 +42,21 @@ bool add_close_from(posix_spawn_file_actions_t* actions, int lowest) noexcept;
 short extra_spawn_flags() noexcept;
 
 /// The path spawn executes to re-run this program (Linux: /proc/self/exe, the kernel's link
-/// to the running image: never a PATH lookup, right even if argv[0] is relative).
+/// to the running image: never a PATH lookup, right even if argv[0] is relative; macOS:
+/// _NSGetExecutablePath, resolved). Throws std::bad_alloc only.
 std::string executable_path();
+
+/// This process's environment, as `environ` holds it (macOS: *_NSGetEnviron(), since a shared
+/// library there cannot link against `environ`).
+char** environment() noexcept;
 
 /// Asks the kernel to kill this process when its parent ends (Linux: PR_SET_PDEATHSIG).
 /// Elsewhere nothing: a worker then learns of its parent's end from its channel only.
 void kill_me_when_parent_dies() noexcept;
 
 /// When process `pid` started, in the platform's units (Linux: clock ticks since boot, from
-/// /proc/<pid>/stat), or 0 where that cannot be told. Only compared for equality.
+/// /proc/<pid>/stat; macOS: microseconds since the epoch, from proc_pidinfo), or 0 where that
+/// cannot be told (the portable build). Only compared for equality.
 std::uint64_t process_start_time(long pid) noexcept;
 
 /// The CPUs this process may run on (Linux: sched_getaffinity), or 0 where that is unknown.

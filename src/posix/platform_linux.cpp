@@ -19,6 +19,8 @@
 
 #include "descriptors.hpp"
 
+extern char** environ;
+
 namespace multiproc::detail::os::posix::platform {
 
 int open_process_descriptor_locked(long pid) noexcept {
@@ -78,6 +80,10 @@ short extra_spawn_flags() noexcept {
 
 std::string executable_path() {
   return "/proc/self/exe";
+}
+
+char** environment() noexcept {
+  return environ;
 }
 
 void kill_me_when_parent_dies() noexcept {

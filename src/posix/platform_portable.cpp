@@ -1,9 +1,13 @@
 // The portable counterparts of the POSIX backend's Linux extras (see platform.hpp): what a
 // POSIX system without them (macOS, the BSDs) gets, and what MULTIPROC_POSIX_PORTABLE builds
-// on Linux so these paths are tested there.
+// on Linux so these paths are tested there. What only the system itself can tell (the
+// executable's path, a process's start time, the environment) is in process_info_portable.cpp,
+// or process_info_darwin.cpp on macOS.
 #include "platform.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -66,20 +70,36 @@ short extra_spawn_flags() noexcept {
 #endif
 }
 
-std::string executable_path() {
-  // argv[0] is not reliable: the kernel's link to the running image where there is one (Linux,
-  // also in the portable build; the BSDs where procfs is mounted). macOS: issue 16's
-  // _NSGetExecutablePath file.
-  for (const char* link : {"/proc/self/exe", "/proc/curproc/file"}) {
-    if (::access(link, F_OK) == 0) return link;
-  }
-  return "/proc/self/exe";
-}
-
-void kill_me_when_parent_dies() noexcept {}
-
-std::uint64_t process_start_time(long) noexcept {
-  return 0;
+void kill_me_when_parent_dies() noexcept {
+  // No kernel call for it: a thread notices the parent's end by this process being re-parented
+  // (getppid() changes), and ends the process as PR_SET_PDEATHSIG would, with SIGKILL. Looking
+  // every 200 ms costs four wake-ups a second per worker and keeps "parent killed -> workers
+  // gone within 5 s". Not the channel's end of stream: a worker may be busy in a task for
+  // minutes, and macOS poll() cannot wait for a hang-up alone without waking on every message.
+  const pid_t parent = ::getppid();
+  sigset_t all;
+  sigfillset(&all);
+  sigset_t previous;
+  // Every signal is the program's threads' to handle, never the watcher's.
+  pthread_sigmask(SIG_SETMASK, &all, &previous);
+  pthread_t watcher;
+  pthread_attr_t attributes;
+  pthread_attr_init(&attributes);
+  pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attributes, 64 * 1024);
+  static pid_t watched_parent;
+  watched_parent = parent;
+  pthread_create(
+      &watcher, &attributes,
+      [](void*) -> void* {
+        for (;;) {
+          ::usleep(200000);
+          if (::getppid() != watched_parent) ::kill(::getpid(), SIGKILL);
+        }
+      },
+      nullptr);
+  pthread_attr_destroy(&attributes);
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 }
 
 unsigned affinity_cpu_count() noexcept {

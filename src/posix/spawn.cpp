@@ -21,8 +21,6 @@
 #include "descriptors.hpp"
 #include "platform.hpp"
 
-extern char** environ;
-
 namespace multiproc::detail::os {
 
 namespace {
@@ -70,7 +68,8 @@ int high_copy(native_handle fd) {
 std::vector<char*> environment_with(const std::string& marker) {
   const std::string prefix = std::string(spawn_marker_variable) + "=";
   std::vector<char*> environment;
-  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+  for (char** entry = posix::platform::environment(); entry != nullptr && *entry != nullptr;
+       ++entry) {
     if (std::strncmp(*entry, prefix.c_str(), prefix.size()) != 0) environment.push_back(*entry);
   }
   environment.push_back(const_cast<char*>(marker.c_str()));

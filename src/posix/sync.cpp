@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -51,6 +52,13 @@ process_stamp stamp_of(const child& started) noexcept {
 
 bool still_running(const process_stamp& stamp) noexcept {
   if (::kill(static_cast<pid_t>(stamp.pid), 0) != 0 && errno == ESRCH) return false;
+  // A child of ours that ended but is not reaped yet still answers kill() (and keeps its start
+  // time): waitid(WNOWAIT) tells it has ended, leaving it to be reaped by whoever joins it.
+  siginfo_t info{};
+  if (::waitid(P_PID, static_cast<id_t>(stamp.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+      info.si_pid == static_cast<pid_t>(stamp.pid)) {
+    return false;
+  }
   if (stamp.started == 0) return true;  // no start time here: the pid is all we have
   const std::uint64_t now = posix::platform::process_start_time(static_cast<long>(stamp.pid));
   return now == 0 || now == stamp.started;  // 0: gone between the two checks, or unreadable
