@@ -4,6 +4,7 @@
 #   - Linux, default start method auto (the default: fork, or forkserver in a threaded
 #     program), warnings as errors (Release, configured as the Debian package is built)
 #   - Linux, default start method spawn, warnings as errors (Debug)
+#   - Linux with the portable POSIX backend (what macOS builds), fork and spawn
 #   - the soak, 2 minutes (scripts/soak.sh; longer runs are a separate command)
 #   - the mpi start method over 4 ranks of Open MPI (scripts/mpi-tests.sh)
 #   - Linux with AddressSanitizer + UndefinedBehaviorSanitizer (clang 19)
@@ -78,6 +79,10 @@ if [ "$quick" = 0 ]; then
   # with clang 19, whose ASan and TSan survive a fork from a threaded parent, so the pool suites
   # run on fork as well as spawn (tests/CMakeLists.txt, MULTIPROC_TEST_FORK_WHEN_SANITIZED);
   # under GCC 12's or clang 16's runtimes a forked worker can deadlock (README, Gotchas).
+  # The POSIX backend without Linux's extras (pidfd, memfd, futex, PR_SET_PDEATHSIG...), as
+  # macOS builds it: every suite on fork and spawn (issue 16).
+  step "linux-posix-portable (Debug)" linux_suite posix-portable -DCMAKE_BUILD_TYPE=Debug \
+    -DMULTIPROC_POSIX_PORTABLE=ON -DMULTIPROC_EXAMPLES=OFF
   # The soak (issue 9): 2 minutes of a random mix on every method at once, resources checked
   # every 30 s; built in the first configuration's tree (its library is compiled already).
   step "soak (2 min)" scripts/soak.sh 2 build/ci-auto
