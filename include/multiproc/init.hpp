@@ -30,7 +30,7 @@ enum class start_method {
   /// spawn on Windows. mp::resolve_start_method tells what it picks now; mp::process::method
   /// what it picked for a started process. The default on Linux.
   automatic,
-  /// The ranks of an MPI job (`mpirun -n N ./app`) as workers: rank 0 runs main, mp::init
+  /// The ranks of an MPI job (started as: mpirun -n N app) as workers: rank 0 runs main, mp::init
   /// turns every other rank into a worker that serves pools one after another. Built only with
   /// CMake MULTIPROC_MPI=ON (POSIX); available only in a program started by an MPI launcher.
   /// Arguments and results travel as bytes in MPI messages (never shared memory, never
