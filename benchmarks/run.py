@@ -5,6 +5,8 @@ and prints them side by side, with the ratios and the targets of issue 5.
     python3 benchmarks/run.py                  # builds into build-bench/ if needed, then runs
     python3 benchmarks/run.py --build-dir DIR  # use (or build) that CMake build directory
     python3 benchmarks/run.py --bench PATH --limits PATH   # use these binaries as they are
+    python3 benchmarks/run.py --mpi            # and the MPI section (about 5 more minutes)
+    python3 benchmarks/run.py --mpi-only       # the MPI section alone, to RESULTS-mpi.md
 
 Steps: multiproc_limits (fork, posix_spawn, pipe ping-pong, memcpy), multiproc_bench (fork
 and spawn; forkserver for the start rows), python_bench.py (fork, spawn, forkserver). Each Google Benchmark runs
@@ -12,6 +14,12 @@ and spawn; forkserver for the start rows), python_bench.py (fork, spawn, forkser
 (max - min) / (2 * median) as +-%. The table goes to stdout and to benchmarks/RESULTS.md,
 the speed-ups as a picture to benchmarks/speed.png (chart.py; needs matplotlib).
 About two to three minutes on a 2-core machine (plus the build, the first time).
+
+The MPI section (--mpi, issue 12) runs the mpi start method beside mpi4py.futures'
+MPIPoolExecutor, each as a whole `mpiexec -n 4` job (benchmarks/mpi_compare.py), in a build
+with -DMULTIPROC_MPI=ON (--mpi-build-dir, built if needed). Needs openmpi-bin and
+python3-mpi4py (scripts/install-deps.sh mpi). mpi4py's map of 1 M items (its default chunk is
+one item) takes about 5 minutes alone, hence one repetition by default (--mpi-repetitions).
 """
 import argparse
 import datetime
@@ -24,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import mpi_compare
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -152,6 +162,33 @@ def build(build_dir, log):
     subprocess.run(["cmake", "--build", build_dir, "--target", "multiproc_bench",
                     "multiproc_limits", "-j", str(os.cpu_count() or 2)],
                    check=True, stdout=sys.stderr)
+
+
+def build_mpi(build_dir, log):
+    """Brings multiproc_mpi_bench in `build_dir` up to date (configuring it the first time)."""
+    if not os.path.exists(os.path.join(build_dir, "CMakeCache.txt")):
+        log(f"== building into {build_dir} (Release, MULTIPROC_MPI=ON)")
+        subprocess.run(["cmake", "-S", REPO, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
+                        "-DMULTIPROC_MPI=ON", "-DMULTIPROC_EXAMPLES=OFF"],
+                       check=True, stdout=sys.stderr)
+    subprocess.run(["cmake", "--build", build_dir, "--target", "multiproc_mpi_bench",
+                    "-j", str(os.cpu_count() or 2)], check=True, stdout=sys.stderr)
+
+
+def mpi_section(args, log):
+    """The MPI rows as lines of text (also valid Markdown inside a code block)."""
+    build_dir = os.path.abspath(args.mpi_build_dir)
+    if not args.no_build:
+        build_mpi(build_dir, log)
+    t0 = time.perf_counter()
+    try:
+        results = mpi_compare.compare(build_dir, args.mpi_repetitions, log)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as failure:
+        sys.exit(f"run.py: the MPI section failed: {failure}")
+    return [f"mpi start method beside mpi4py.futures.MPIPoolExecutor, "
+            f"{mpi_compare.RANKS} ranks of this machine, median of {args.mpi_repetitions} "
+            f"job(s) each ({time.perf_counter() - t0:.0f} s):", "",
+            *mpi_compare.table_lines(results)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,10 +489,32 @@ def main():
     ap.add_argument("--chart", default=os.path.join(HERE, "speed.png"),
                     help="draw the speed-ups here (chart.py) when matplotlib is available "
                          "(default: %(default)s)")
+    ap.add_argument("--mpi", action="store_true",
+                    help="also run the MPI section (mpi start method beside mpi4py.futures)")
+    ap.add_argument("--mpi-only", action="store_true",
+                    help="run only the MPI section; it goes to stdout and to --mpi-out")
+    ap.add_argument("--mpi-build-dir", default=os.path.join(REPO, "build-bench-mpi"),
+                    help="CMake build directory with -DMULTIPROC_MPI=ON (default: %(default)s)")
+    ap.add_argument("--mpi-repetitions", type=int, default=1,
+                    help="MPI jobs per side; the median is shown (default: %(default)s)")
+    ap.add_argument("--mpi-out", default=os.path.join(HERE, "RESULTS-mpi.md"),
+                    help="Markdown file --mpi-only writes (default: %(default)s)")
     args = ap.parse_args()
 
     def log(line):
         print(line, file=sys.stderr, flush=True)
+
+    if args.mpi_only:
+        when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        lines = mpi_section(args, log)
+        print("\n".join(lines))
+        with open(args.mpi_out, "w") as f:
+            f.write("\n".join(["# multiproc over MPI beside mpi4py.futures", "",
+                               f"Produced by `python3 benchmarks/run.py --mpi-only`, {when}, "
+                               f"on {machine_line()}; library {library_revision()}.", "",
+                               "```", *lines, "```", ""]))
+        log(f"== wrote {args.mpi_out}")
+        return
 
     t0 = time.perf_counter()
     bench, limits = args.bench, args.limits
@@ -493,6 +552,7 @@ def main():
     py_res = py_data.get("methods", {})
 
     rows = build_rows(mp_res, py_res, lim_res)
+    mpi_lines = mpi_section(args, log) if args.mpi else []
     total = time.perf_counter() - t0
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     build_type = mp_ctx.get("library_build_type", "?")
@@ -510,14 +570,16 @@ def main():
 
     text = "\n".join([*intro, "", text_table(rows), "", "Payload bandwidth:",
                       *bandwidth_lines(mp_res, py_res, lim_res), "", "Machine limits:",
-                      *limits_lines(lim_res), "", *summary_lines(rows)])
+                      *limits_lines(lim_res), "", *summary_lines(rows),
+                      *(["", "MPI:", *mpi_lines] if mpi_lines else [])])
     print(text)
 
     md = ["# multiproc benchmark results", "",
           "Produced by `python3 benchmarks/run.py` (see benchmarks/README.md for what each "
           "number means).", "", *intro, "", md_table(rows), "", "## Payload bandwidth", "",
           *bandwidth_lines(mp_res, py_res, lim_res), "", "## Machine limits (multiproc_limits)",
-          "", *limits_lines(lim_res), "", "## Targets (issue 5)", "", *summary_lines(rows), ""]
+          "", *limits_lines(lim_res), "", "## Targets (issue 5)", "", *summary_lines(rows), "",
+          *(["## MPI (issue 12)", "", "```", *mpi_lines, "```", ""] if mpi_lines else [])]
     with open(args.out, "w") as f:
         f.write("\n".join(md))
     log(f"== wrote {args.out}; total {total:.0f} s")

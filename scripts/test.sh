@@ -17,15 +17,36 @@
 # Chromium) and the Debian package (scripts/package-test.sh: built, installed with dpkg, used by
 # a consumer, removed).
 #
-#   scripts/test.sh [--quick]      --quick: the first configuration only
+#   scripts/test.sh                every configuration, one after another (about 29 minutes on
+#                                  a 2-CPU machine)
+#   scripts/test.sh --quick        the first configuration only
+#   scripts/test.sh --list         the configurations' short names
+#   scripts/test.sh --only A,B     only these (short names): how the workflow runs them as
+#                                  parallel jobs. soak and debian use linux-auto's build, fuzz
+#                                  linux-asan-ubsan's: name them together (or they build it).
 set -euo pipefail  # pipefail: a step piped into tee still fails as itself
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 quick=0
-[ "${1:-}" = "--quick" ] && quick=1
+only=""
+list=0
+case "${1:-}" in
+  --quick) quick=1 ;;
+  --list) list=1 ;;
+  --only)
+    only=",${2:?--only needs a comma-separated list of names (see --list)},"
+    ;;
+  "") ;;
+  *)
+    echo "usage: scripts/test.sh [--quick | --list | --only NAME[,NAME...]]" >&2
+    exit 2
+    ;;
+esac
 
-if [ "$quick" = 1 ]; then
+if [ "$list" = 1 ]; then
+  :
+elif [ "$quick" = 1 ]; then
   scripts/install-deps.sh linux
 else
   scripts/install-deps.sh linux windows fuzz sanitizers mpi
@@ -39,7 +60,15 @@ trap 'rm -f "$log"' EXIT
 timings=()
 step() {  # step <name> <command...>: runs one configuration, counts and times it
   local name=$1 started=$SECONDS outcome=passed
+  local short=${name%% *}  # "linux-tsan (clang 19)" -> linux-tsan
   shift
+  if [ "$list" = 1 ]; then
+    echo "$short"
+    return
+  fi
+  if [ -n "$only" ] && [[ "$only" != *",$short,"* ]]; then
+    return
+  fi
   echo
   echo "=== $name ==="
   if "$@" 2>&1 | tee -a "$log"; then
@@ -100,6 +129,12 @@ if [ "$quick" = 0 ]; then
   step "docs (doxygen + site check)" scripts/docs.sh --check --out build/ci-docs
   step "debian package (dpkg -i, consumers, dpkg -r)" scripts/package-test.sh --from build/ci-auto \
     build/ci-package
+fi
+
+[ "$list" = 1 ] && exit 0
+if [ -n "$only" ] && [ $((passed + failed)) -eq 0 ]; then
+  echo "scripts/test.sh: no configuration is named ${only//,/ } (see --list)" >&2
+  exit 2
 fi
 
 # Every CTest run ends with "N% tests passed, F tests failed out of T": add them up.
