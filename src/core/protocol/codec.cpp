@@ -171,8 +171,26 @@ Slot& per_thread() {
   return slot;
 #endif
 }
-output_slot& thread_output() {
-  return per_thread<output_slot>();
+/// A thread's reusable slots of one kind, one per nesting level up to `levels`: the slot of
+/// a task's result frame is busy while the task itself puts on a queue, and constructing a
+/// stream per message costs more than the message.
+template <class Slot>
+struct slot_pool {
+  static constexpr std::size_t levels = 4;
+  std::unique_ptr<Slot> slots[levels];
+};
+/// Leases this thread's first free slot of the kind (made at first use); nullptr when every
+/// level is busy.
+template <class Slot>
+Slot* lease_slot() {
+  for (std::unique_ptr<Slot>& slot : per_thread<slot_pool<Slot>>().slots) {
+    if (!slot) slot = std::make_unique<Slot>();
+    if (!slot->busy) {
+      slot->busy = true;
+      return slot.get();
+    }
+  }
+  return nullptr;
 }
 input_slot& thread_input() {
   return per_thread<input_slot>();
@@ -194,14 +212,12 @@ std::istream& split_input(const char* first, std::size_t first_size, const char*
   return slot.stream;
 }
 
-output_lease::output_lease() {
-  if (!thread_output().busy) {
-    slot_ = &thread_output();
-  } else {
+output_lease::output_lease() : slot_(lease_slot<output_slot>()) {
+  if (slot_ == nullptr) {
     own_ = std::make_unique<output_slot>();
     slot_ = own_.get();
+    slot_->busy = true;
   }
-  slot_->busy = true;
   slot_->stream.clear();
 }
 
@@ -223,23 +239,19 @@ std::ostream& output_lease::open(std::string* out, std::size_t start, spill_targ
   return slot_->stream;
 }
 
-namespace {
 struct buffer_slot {
   std::string bytes;
   bool busy = false;
 };
-buffer_slot& thread_buffer() {
-  return per_thread<buffer_slot>();
-}
+
+namespace {
 /// Larger buffers are given back after use rather than kept warm for the next message.
 constexpr std::size_t kept_buffer = std::size_t{64} << 20;
 }  // namespace
 
-message_buffer::message_buffer() {
-  buffer_slot& slot = thread_buffer();
-  if (!slot.busy) {
-    slot.busy = true;
-    bytes_ = &slot.bytes;
+message_buffer::message_buffer() : slot_(lease_slot<buffer_slot>()) {
+  if (slot_ != nullptr) {
+    bytes_ = &slot_->bytes;
   } else {
     own_ = std::make_unique<std::string>();
     bytes_ = own_.get();
@@ -247,10 +259,9 @@ message_buffer::message_buffer() {
 }
 
 message_buffer::~message_buffer() {
-  if (own_) return;
-  buffer_slot& slot = thread_buffer();
-  if (slot.bytes.capacity() > kept_buffer) std::string().swap(slot.bytes);
-  slot.busy = false;
+  if (slot_ == nullptr) return;
+  if (slot_->bytes.capacity() > kept_buffer) std::string().swap(slot_->bytes);
+  slot_->busy = false;
 }
 
 void encode_value(message_buffer& out, const message_codec& codec, const void* value,

@@ -44,9 +44,9 @@ class spill_target {
 };
 
 struct output_slot;
-/// A stream writing into a string, leased for one scope: each thread keeps one (streams are
-/// costly to construct), and a nested lease (a serialize() that itself submits work) gets a
-/// fresh one.
+/// A stream writing into a string, leased for one scope: each thread keeps a few (streams are
+/// costly to construct) for nested leases -- a task's result frame is open while the task
+/// puts on a queue, a serialize() may itself submit work; past those, a lease gets a fresh one.
 class output_lease {
  public:
   output_lease();
@@ -69,9 +69,10 @@ class output_lease {
   std::unique_ptr<output_slot> own_;
 };
 
+struct buffer_slot;
 /// A buffer for one message (a queue item, a pipe message), leased per thread and reused, so
-/// its memory stays warm from one message to the next; a nested use gets its own. Only buffers
-/// up to 64 MiB are kept between uses.
+/// its memory stays warm from one message to the next; nested uses get the thread's next few
+/// buffers, then fresh ones. Only buffers up to 64 MiB are kept between uses.
 class message_buffer {
  public:
   message_buffer();
@@ -84,6 +85,7 @@ class message_buffer {
 
  private:
   std::string* bytes_;
+  buffer_slot* slot_ = nullptr;  ///< the thread's buffer leased, if one was free
   std::unique_ptr<std::string> own_;
 };
 
