@@ -35,6 +35,7 @@
 #include "descriptors.hpp"
 #include "internal.hpp"
 #include "platform.hpp"
+#include "records_linux.hpp"
 
 namespace multiproc::detail::os {
 
@@ -57,7 +58,12 @@ struct request_record {
   std::uint8_t stdio;
   std::uint8_t has_directory;
 };
-constexpr std::size_t max_attached = 6;
+static_assert(2 + 1 + 3 <= posix::max_attached_descriptors,
+              "a request's descriptors fit in one record");
+using posix::receive_record;
+using posix::received;
+using posix::send_record;
+using posix::seqpacket_pair;
 
 /// The answer: the child's pid with its pidfd attached, or -errno and nothing attached.
 struct reply_record {
@@ -72,117 +78,6 @@ start_error server_gone() {
 
 bool means_gone(int error) {
   return error == EPIPE || error == ECONNRESET || error == ENOTCONN;
-}
-
-/// Sends one record with `fds` attached. Returns false with errno set on failure.
-bool send_record(int fd, const void* data, std::size_t size, const int* fds, std::size_t count) {
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_attached)];
-  iovec part{const_cast<void*>(data), size};
-  msghdr message{};
-  message.msg_iov = &part;
-  message.msg_iovlen = 1;
-  if (count != 0) {
-    message.msg_control = control;
-    message.msg_controllen = CMSG_SPACE(sizeof(int) * count);
-    cmsghdr* c = CMSG_FIRSTHDR(&message);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * count);
-    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * count);
-  }
-  for (;;) {
-    const ssize_t sent = ::sendmsg(fd, &message, MSG_NOSIGNAL);
-    if (sent == static_cast<ssize_t>(size)) return true;
-    if (sent < 0 && errno == EINTR) continue;
-    if (sent >= 0) errno = EMSGSIZE;  // a seqpacket record goes whole or not at all
-    return false;
-  }
-}
-
-/// One record received, with what came along.
-struct received {
-  ssize_t size = -1;  ///< the record's size; 0 at end of stream; -1: failed with `error`
-  int error = 0;
-  bool whole = true;              ///< false if the record or its descriptors were cut short
-  std::vector<owned_handle> fds;  ///< registered as the library's, close-on-exec
-  long sender = 0;                ///< the sending process, as the kernel tells (SO_PASSCRED)
-};
-
-/// Blocks until a record is there, then takes it; at most `limit` (none: no limit), after
-/// which it fails with ETIMEDOUT.
-received receive_record(int fd, void* data, std::size_t size,
-                        std::optional<std::chrono::milliseconds> limit = std::nullopt) {
-  received got;
-  const auto give_up = std::chrono::steady_clock::now() + limit.value_or(std::chrono::hours(0));
-  for (;;) {
-    pollfd watch{fd, POLLIN, 0};
-    int wait_ms = -1;
-    if (limit) {
-      const auto left =
-          std::chrono::ceil<std::chrono::milliseconds>(give_up - std::chrono::steady_clock::now());
-      wait_ms = static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 1 << 30));
-    }
-    const int ready = ::poll(&watch, 1, wait_ms);
-    if (ready < 0) {
-      if (errno == EINTR) continue;
-      got.error = errno;
-      return got;
-    }
-    if (ready == 0) {
-      got.error = ETIMEDOUT;
-      return got;
-    }
-    // The record is there: taken under the descriptor lock without waiting, so no fork of
-    // another thread falls between the descriptors' arrival and their registration.
-    const posix::creating_descriptors guard;
-    alignas(
-        cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_attached) + CMSG_SPACE(sizeof(ucred))];
-    iovec part{data, size};
-    msghdr message{};
-    message.msg_iov = &part;
-    message.msg_iovlen = 1;
-    message.msg_control = control;
-    message.msg_controllen = sizeof control;
-    got.size = ::recvmsg(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (got.size < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
-    if (got.size < 0) {
-      got.error = errno;
-      return got;
-    }
-    got.whole = (message.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c)) {
-      if (c->cmsg_level != SOL_SOCKET) continue;
-      if (c->cmsg_type == SCM_RIGHTS) {
-        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (std::size_t i = 0; i < count; ++i) {
-          int each;
-          std::memcpy(&each, CMSG_DATA(c) + i * sizeof(int), sizeof each);
-          posix::register_descriptor(each);
-          got.fds.emplace_back(each);
-        }
-      } else if (c->cmsg_type == SCM_CREDENTIALS) {
-        ucred credentials{};
-        std::memcpy(&credentials, CMSG_DATA(c), sizeof credentials);
-        got.sender = static_cast<long>(credentials.pid);
-      }
-    }
-    return got;
-  }
-}
-
-/// A seqpacket pair, registered as the library's.
-std::pair<owned_handle, owned_handle> seqpacket_pair() {
-  const posix::creating_descriptors guard;
-  int ends[2];
-  if (!posix::platform::make_cloexec_socketpair(SOCK_SEQPACKET, ends)) {
-    throw start_error("multiproc: could not create a socket pair",
-                      {errno, std::generic_category()});
-  }
-  for (int fd : ends) {
-    posix::platform::prepare_socket(fd);
-    posix::register_descriptor(fd);
-  }
-  return {owned_handle(ends[0]), owned_handle(ends[1])};
 }
 
 /// This process's working directory, as a descriptor a child can fchdir() to (empty if it
@@ -470,7 +365,7 @@ owned_handle send_fork_request(channel& link, std::string_view secret, std::uint
   request.role = role;
   request.kind = static_cast<std::uint8_t>(kind);
   request.has_directory = directory ? 1 : 0;
-  int attached[max_attached];
+  int attached[posix::max_attached_descriptors];
   std::size_t count = 0;
   attached[count++] = static_cast<int>(child_end.read_handle());
   attached[count++] = static_cast<int>(far_report.get());
