@@ -20,6 +20,7 @@
 #include "../os/system.hpp"
 #include "launcher.hpp"
 #include "protocol/call.hpp"
+#include "protocol/codec.hpp"
 #include "protocol/control.hpp"
 #include "protocol/forkserver.hpp"
 #include "protocol/result.hpp"
@@ -212,6 +213,7 @@ int run_forkserver(os::channel& channel, frame_reader& reader, std::string_view 
     return 0;  // the requester is gone already: nobody to serve
   }
   channel.close();
+  prepare_thread_codec();  // built once here, inherited ready by every child
   os::serve_forks(*link, secret, requester, &forked_by_server);
 }
 

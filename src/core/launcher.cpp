@@ -20,6 +20,7 @@
 #include "../os/spawn.hpp"
 #include "../os/system.hpp"
 #include "protocol/call.hpp"
+#include "protocol/codec.hpp"
 #include "protocol/task.hpp"
 #include "worker.hpp"
 #if MULTIPROC_HAS_FORK
@@ -220,6 +221,9 @@ int forked_worker(void* channel) {
 }
 
 launched fork_child(const launch_plan& plan) {
+  // Built here once per thread, the decoder the child uses is inherited ready: built in each
+  // child, its stream and locale cost allocations and page faults at every start.
+  prepare_thread_codec();
   if (plan.role == child_role::process) {
     // Everything the child needs is in the memory it inherits: no channel at all.
     std::vector<os::native_handle> keep;

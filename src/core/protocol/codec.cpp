@@ -212,6 +212,11 @@ std::istream& split_input(const char* first, std::size_t first_size, const char*
   return slot.stream;
 }
 
+void prepare_thread_codec() {
+  (void)thread_input();
+  if (output_slot* slot = lease_slot<output_slot>()) slot->busy = false;
+}
+
 output_lease::output_lease() : slot_(lease_slot<output_slot>()) {
   if (slot_ == nullptr) {
     own_ = std::make_unique<output_slot>();

@@ -43,6 +43,10 @@ class spill_target {
   virtual void write(const char* data, std::size_t size) = 0;
 };
 
+/// Builds this thread's reusable decoding and encoding streams now, if they are not yet: a
+/// child forked from this thread then inherits them built. Throws std::bad_alloc.
+void prepare_thread_codec();
+
 struct output_slot;
 /// A stream writing into a string, leased for one scope: each thread keeps a few (streams are
 /// costly to construct) for nested leases -- a task's result frame is open while the task
