@@ -483,12 +483,15 @@ def main():
     ap.add_argument("--start-only", action="store_true",
                     help="only the start rows (process start+join, pool start+close+join), "
                          "multiproc and Python; with --bench-filter unset, sets it to them")
-    ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"),
-                    help="Markdown file to write (default: %(default)s)")
+    ap.add_argument("--out",
+                    help="Markdown file to write (default: benchmarks/RESULTS.md for a whole "
+                         "run; benchmarks/RESULTS-partial.md for a partial one: --start-only, "
+                         "--bench-filter, --skip-python or fewer --python-methods)")
     ap.add_argument("--json", help="also write every raw number here, as JSON")
-    ap.add_argument("--chart", default=os.path.join(HERE, "speed.png"),
+    ap.add_argument("--chart",
                     help="draw the speed-ups here (chart.py) when matplotlib is available "
-                         "(default: %(default)s)")
+                         "(default: benchmarks/speed.png for a whole run; none for a partial "
+                         "one, so that it does not replace the whole run's picture)")
     ap.add_argument("--mpi", action="store_true",
                     help="also run the MPI section (mpi start method beside mpi4py.futures)")
     ap.add_argument("--mpi-only", action="store_true",
@@ -500,6 +503,13 @@ def main():
     ap.add_argument("--mpi-out", default=os.path.join(HERE, "RESULTS-mpi.md"),
                     help="Markdown file --mpi-only writes (default: %(default)s)")
     args = ap.parse_args()
+    # A partial run must not replace the whole run's table and picture, which the README quotes.
+    partial = (args.start_only or bool(args.bench_filter) or args.skip_python or
+               set(args.python_methods.split(",")) != set(PY_METHODS))
+    if args.out is None:
+        args.out = os.path.join(HERE, "RESULTS-partial.md" if partial else "RESULTS.md")
+    if args.chart is None and not partial:
+        args.chart = os.path.join(HERE, "speed.png")
 
     def log(line):
         print(line, file=sys.stderr, flush=True)
@@ -586,7 +596,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"multiproc": mp_res, "python": py_data, "limits": lim_res}, f, indent=1)
-    draw_chart(args.chart, {"multiproc": mp_res, "python": py_data, "limits": lim_res}, log)
+    if args.chart:
+        draw_chart(args.chart, {"multiproc": mp_res, "python": py_data, "limits": lim_res}, log)
 
 
 if __name__ == "__main__":

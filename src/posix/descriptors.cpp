@@ -57,13 +57,13 @@ bool kept(int fd, std::span<const native_handle> keep) noexcept {
 void register_descriptor(int fd, handle_kind kind) noexcept {
   const int value = (fd + 1) | (kind == handle_kind::travelling ? travelling_bit : 0);
   for (int index = 0; index < descriptor_slots; ++index) {
-    int expected = 0;
-    if (registered[index].compare_exchange_strong(expected, value)) {
-      int used = slots_in_use.load();
-      while (used <= index && !slots_in_use.compare_exchange_weak(used, index + 1)) {
-      }
-      return;
+    if (registered[index].load() != 0) continue;
+    // The mark covers the slot before the slot holds anything: a scan never misses it.
+    int used = slots_in_use.load();
+    while (used <= index && !slots_in_use.compare_exchange_weak(used, index + 1)) {
     }
+    int expected = 0;
+    if (registered[index].compare_exchange_strong(expected, value)) return;
   }
 }
 
