@@ -11,9 +11,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -64,13 +66,44 @@ void wait_for_ever() {
     ::pause();
 }
 
-/// In a helper process: a pool on forkserver; writes the server's pid, then the workers' (one
-/// line each, from their initializers), then waits to be killed.
+/// The children of `parent` named `name` (their command name, as ps shows it), from /proc.
+std::vector<long> children_named(long parent, const std::string& name) {
+  std::vector<long> found;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    const auto open = line.find('(');
+    const auto close = line.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close < open) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state = 0;
+    long parent_pid = 0;
+    rest >> state >> parent_pid;
+    if (parent_pid == parent && state != 'Z' && line.substr(open + 1, close - open - 1) == name)
+      found.push_back(std::stol(pid));
+  }
+  return found;
+}
+
+/// In a helper process: a pool on forkserver; writes the workers' pids (one line each, from
+/// their initializers), then the server's and its spare's, then waits to be killed.
 void forkserver_family(std::string path) {
   mp::pool pool(
       mp::pool_options{2, mp::call(append_own_pid, path), 0, mp::start_method::forkserver});
   if (pool.apply(add_one, 1) != 2) std::_Exit(3);
-  append_line(path, multiproc::detail::forkserver_pid());
+  const long server = multiproc::detail::forkserver_pid();
+  std::vector<long> spares;
+  if (!multiproc_test::within(10s, [&] {
+        spares = children_named(server, "mp-spare");
+        return spares.size() == 1;
+      })) {
+    std::_Exit(4);
+  }
+  append_line(path, server);
+  append_line(path, spares[0]);
   wait_for_ever();
 }
 
@@ -156,8 +189,8 @@ TEST_F(posix_forkserver, server_and_pool_workers_end_within_5s_of_their_requeste
   // The requester is itself a child (spawned: a clean process that starts its own server).
   mp::process requester(mp::start_method::spawn, forkserver_family, path);
   requester.start();
-  ASSERT_TRUE(multiproc_test::within(30s, [&] { return read_pids(path).size() == 3; }));
-  const auto family = read_pids(path);  // two workers, then the server
+  ASSERT_TRUE(multiproc_test::within(30s, [&] { return read_pids(path).size() == 4; }));
+  const auto family = read_pids(path);  // two workers, the server, its spare
   std::remove(path.c_str());
   for (long pid : family)
     EXPECT_TRUE(multiproc_test::process_running(pid)) << pid;
@@ -168,7 +201,51 @@ TEST_F(posix_forkserver, server_and_pool_workers_end_within_5s_of_their_requeste
       if (multiproc_test::process_running(pid)) return false;
     }
     return true;
-  })) << "the server or a worker outlived its requester by more than 5 s";
+  })) << "the server, its spare or a worker outlived its requester by more than 5 s";
+}
+
+/// Exits 3 if this process still bears the spare's name.
+void exit_3_if_named_spare() {
+  std::ifstream comm("/proc/self/comm");
+  std::string name;
+  std::getline(comm, name);
+  if (name == "mp-spare") std::_Exit(3);
+}
+
+// The server keeps one child forked ahead (named mp-spare while it waits). A start takes it,
+// under the program's own name; one killed from outside is replaced, and starts go on.
+TEST_F(posix_forkserver, the_spare_is_named_while_it_waits_and_replaced_when_killed) {
+  MULTIPROC_REQUIRE_FORKSERVER();
+  mp::process first(mp::start_method::forkserver, exit_3_if_named_spare);
+  first.start();
+  ASSERT_TRUE(first.join(30s));
+  EXPECT_EQ(first.exitcode(), 0) << "a started child kept the spare's name";
+  const long server = multiproc::detail::forkserver_pid();
+  ASSERT_GT(server, 0);
+  std::vector<long> spares;
+  ASSERT_TRUE(multiproc_test::within(10s,
+                                     [&] {
+                                       spares = children_named(server, "mp-spare");
+                                       return spares.size() == 1;
+                                     }))
+      << "the server keeps exactly one spare; it has " << spares.size();
+
+  multiproc_test::kill_from_outside(spares[0]);
+  ASSERT_TRUE(
+      multiproc_test::within(10s, [&] { return !multiproc_test::process_running(spares[0]); }));
+  for (int i = 0; i < 3; ++i) {
+    mp::process next(mp::start_method::forkserver, exit_3_if_named_spare);
+    next.start();
+    ASSERT_TRUE(next.join(30s));
+    EXPECT_EQ(next.exitcode(), 0);
+  }
+  EXPECT_EQ(multiproc::detail::forkserver_pid(), server) << "a lost spare cost the server";
+  std::vector<long> now;
+  ASSERT_TRUE(multiproc_test::within(10s, [&] {
+    now = children_named(server, "mp-spare");
+    return now.size() == 1;
+  }));
+  EXPECT_NE(now[0], spares[0]);
 }
 
 TEST_F(posix_forkserver, a_request_without_the_secret_is_refused) {

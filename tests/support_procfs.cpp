@@ -31,8 +31,9 @@ int count_entries(const char* directory, bool (*keep)(const char* name)) {
 }
 
 /// Children of this process by state, from /proc: the fork server's children count as its
-/// own (a leak of the server's is one of the test's), the server itself does not (it serves
-/// test after test).
+/// own (a leak of the server's is one of the test's), the server itself and its spare (the
+/// child it keeps forked ahead, named "mp-spare" until it is given a role) do not: they serve
+/// test after test.
 void count_children(int& live, int& zombies) {
   live = zombies = 0;
   const long self = static_cast<long>(::getpid());
@@ -46,14 +47,16 @@ void count_children(int& live, int& zombies) {
     std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
     std::string line;
     if (!std::getline(stat, line)) continue;
+    const auto open = line.find('(');
     const auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
+    if (open == std::string::npos || close == std::string::npos || close < open) continue;
     std::istringstream rest(line.substr(close + 2));
     char state = 0;
     long parent = 0;
     rest >> state >> parent;
     if (pid == server) continue;
     if (parent != self && (server == 0 || parent != server)) continue;
+    if (parent == server && line.compare(open + 1, close - open - 1, "mp-spare") == 0) continue;
     if (state == 'Z') {
       ++zombies;
     } else {

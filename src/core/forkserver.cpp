@@ -15,6 +15,7 @@
 #include <multiproc/errors.hpp>
 #include <multiproc/forkserver.hpp>
 
+#include "../os/code_identity.hpp"
 #include "../os/forkserver.hpp"
 #include "../os/spawn.hpp"
 #include "../os/system.hpp"
@@ -214,6 +215,10 @@ int run_forkserver(os::channel& channel, frame_reader& reader, std::string_view 
   }
   channel.close();
   prepare_thread_codec();  // built once here, inherited ready by every child
+  // The module list and the image's identity, looked up once here rather than by every child
+  // when it resolves its call (a dl_iterate_phdr walk and 8 page faults a child).
+  (void)os::resolve_code("", 0);
+  (void)os::image_identity();
   os::serve_forks(*link, secret, requester, &forked_by_server);
 }
 

@@ -8,9 +8,19 @@
 // server opened while the child was its unreaped child: with it the requester signals the
 // child without any risk of reaching a process that reused the pid (the server may reap
 // before the requester reads the report), and waits for the child if the server dies first.
+//
+// The spare: the server keeps one child forked ahead of the next request, blocked on a socket
+// of its own (named "mp-spare" meanwhile, so `ps` says what it is). A request hands the
+// spare its descriptors and role, and the reply names the spare; the server then forks the
+// next spare while the first one runs. A start then waits for neither the fork nor the first
+// page faults of a fresh copy (Android's zygote keeps such a pool for the same reason). The
+// spare is a fork of the same server as a child forked at request time would be: the server
+// runs nothing between its preload and its first spare, and nothing between requests.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -32,6 +42,7 @@
 
 #include "../os/fork.hpp"
 #include "../os/forkserver.hpp"
+#include "../os/spawn.hpp"
 #include "descriptors.hpp"
 #include "internal.hpp"
 #include "platform.hpp"
@@ -70,6 +81,18 @@ struct reply_record {
   char magic[8];
   std::int64_t pid;
 };
+
+/// What the server hands its spare for one request. Its descriptors, in this order: the
+/// child's channel, the working directory (if has_directory), then the standard streams for
+/// each bit set in `stdio`, as in a request.
+struct assignment_record {
+  char magic[8];
+  std::uint8_t role;
+  std::uint8_t kind;
+  std::uint8_t stdio;
+  std::uint8_t has_directory;
+};
+constexpr char assignment_magic[8] = {'M', 'P', 'S', 'P', 'A', 'R', 'E', '1'};
 
 start_error server_gone() {
   return start_error("multiproc: the fork server is gone",
@@ -138,6 +161,75 @@ int run_forked(void* context) {
   return forked.entry(forked.role, own);
 }
 
+/// The context for a child from a request's (or an assignment's) fields and descriptors:
+/// fds[first] is the channel, then the directory and the standard streams as the fields say.
+/// The caller has checked that the count matches.
+forked_context context_from(forked_entry entry, std::uint8_t role, std::uint8_t stdio,
+                            bool has_directory, const std::vector<owned_handle>& fds,
+                            std::size_t first, long requester, long server) {
+  forked_context context{entry,
+                         role,
+                         static_cast<int>(fds[first].get()),
+                         has_directory ? static_cast<int>(fds[first + 1].get()) : -1,
+                         {-1, -1, -1},
+                         requester,
+                         server};
+  std::size_t next = first + (has_directory ? 2 : 1);
+  for (int i = 0; i < 3; ++i) {
+    if ((stdio & (1u << i)) != 0) context.stdio[i] = static_cast<int>(fds[next++].get());
+  }
+  return context;
+}
+
+std::size_t stream_count(std::uint8_t stdio) {
+  return static_cast<std::size_t>(__builtin_popcount(stdio & 7u));
+}
+
+constexpr char spare_name[] = "mp-spare";
+
+/// What a spare needs before it is given a role.
+struct spare_context {
+  forked_entry entry;
+  int socket;
+  long requester;
+  long server;
+};
+
+/// A spare's life: the server's assignment, then the role as any child of the server. While
+/// it waits it ends with the server through its socket (the server's end closes when the
+/// server ends, and a record sent before comes first); it is tied to the server by signal
+/// (PR_SET_PDEATHSIG) only once it is a pool worker, so a child of mp::process outlives the
+/// server, as a forked child outlives its parent.
+int run_spare(void* context) {
+  const auto& spare = *static_cast<const spare_context*>(context);
+  char own_name[17] = {};
+  ::prctl(PR_GET_NAME, own_name);
+  ::prctl(PR_SET_NAME, spare_name);
+  assignment_record assignment{};
+  received got = receive_record(spare.socket, &assignment, sizeof assignment);
+  drop_kept(spare.socket);
+  if (got.size <= 0) return 0;  // the server let this spare go (or is gone)
+  const bool has_directory = assignment.has_directory != 0;
+  if (!got.whole || got.size != static_cast<ssize_t>(sizeof assignment) ||
+      std::memcmp(assignment.magic, assignment_magic, sizeof assignment_magic) != 0 ||
+      assignment.stdio > 7 ||
+      got.fds.size() != 1 + (has_directory ? 1 : 0) + stream_count(assignment.stdio)) {
+    std::fprintf(stderr, "multiproc: a fork server's spare got a malformed assignment\n");
+    return 1;
+  }
+  if (assignment.kind == static_cast<std::uint8_t>(child_kind::pool_worker) &&
+      !die_with_parent(spare.server)) {
+    return 0;  // the server is gone: so are the pool's workers
+  }
+  ::prctl(PR_SET_NAME, own_name);
+  const forked_context forked =
+      context_from(spare.entry, assignment.role, assignment.stdio, has_directory, got.fds, 0,
+                   spare.requester, spare.server);
+  for (auto& fd : got.fds)
+    (void)fd.release();  // the child's own from here (run_forked)
+  return run_forked(const_cast<forked_context*>(&forked));
+}
+
 [[noreturn]] void leave() {
   // The children it forked for pools are tied to it (PR_SET_PDEATHSIG) and go with it; those
   // of mp::process live on, as a forked child outlives its parent.
@@ -152,6 +244,7 @@ class server {
 
   [[noreturn]] void run() {
     prepare();
+    fork_spare();
     for (;;) {
       pollfd watch[3] = {{link_, POLLIN, 0},
                          {static_cast<int>(children_.get()), POLLIN, 0},
@@ -210,6 +303,7 @@ class server {
       const pid_t pid = ::waitpid(-1, &status, WNOHANG);
       if (pid < 0 && errno == EINTR) continue;
       if (pid <= 0) return;
+      if (spare_ && spare_->process.pid() == pid) spare_.reset();  // ended before its use
       const auto it = reports_.find(pid);
       if (it == reports_.end()) continue;
       posix::end_report report{0, 255};
@@ -254,11 +348,11 @@ class server {
       refuse(why.c_str(), false);
       return true;
     }
-    const std::size_t directories = request.has_directory != 0 ? 1 : 0;
-    const std::size_t streams = static_cast<std::size_t>(__builtin_popcount(request.stdio & 7u));
+    const bool has_directory = request.has_directory != 0;
+    const std::size_t directories = has_directory ? 1 : 0;
     if (!got.whole || got.size != static_cast<ssize_t>(sizeof request) ||
-        std::memcmp(request.magic, request_magic, sizeof request_magic) != 0 ||
-        got.fds.size() != 2 + directories + streams || request.stdio > 7) {
+        std::memcmp(request.magic, request_magic, sizeof request_magic) != 0 || request.stdio > 7 ||
+        got.fds.size() != 2 + directories + stream_count(request.stdio)) {
       refuse("it is malformed", true);
       return true;
     }
@@ -266,26 +360,23 @@ class server {
       refuse("it does not carry this server's secret", true);
       return true;
     }
-    forked_context context{entry_,
-                           request.role,
-                           static_cast<int>(got.fds[0].get()),
-                           directories != 0 ? static_cast<int>(got.fds[2].get()) : -1,
-                           {-1, -1, -1},
-                           requester_,
-                           static_cast<long>(::getpid())};
-    std::vector<native_handle> keep{got.fds[0].get()};
-    if (directories != 0) keep.push_back(got.fds[2].get());
-    std::size_t next = 2 + directories;
-    for (int i = 0; i < 3; ++i) {
-      if ((request.stdio & (1u << i)) == 0) continue;
-      context.stdio[i] = static_cast<int>(got.fds[next].get());
-      keep.push_back(got.fds[next++].get());
+    if (spare_ && hand_to_spare(request, got)) {
+      reports_.emplace(spare_->process.pid(), std::move(got.fds[1]));
+      reply(spare_->process.pid(), static_cast<int>(spare_->process.handle()));
+      spare_.reset();
+      fork_spare();  // while the one just handed out runs
+      return true;
     }
-    const child_kind kind = request.kind == static_cast<std::uint8_t>(child_kind::pool_worker)
-                                ? child_kind::pool_worker
-                                : child_kind::process;
+    // No spare (it could not be forked, or it has ended): this request's child is forked now.
+    owned_handle report = std::move(got.fds[1]);
+    got.fds.erase(got.fds.begin() + 1);
+    forked_context context = context_from(entry_, request.role, request.stdio, has_directory,
+                                          got.fds, 0, requester_, static_cast<long>(::getpid()));
+    std::vector<native_handle> keep;
+    for (const auto& fd : got.fds)
+      keep.push_back(fd.get());
     try {
-      child forked = fork_child(&run_forked, &context, keep, kind);
+      child forked = fork_child(&run_forked, &context, keep, kind_of(request.kind));
       if (forked.handle() == invalid_handle) {
         // No pidfd (descriptors exhausted): the requester could not signal it safely.
         forked.kill();
@@ -293,12 +384,60 @@ class server {
         reply(-EMFILE);
         return true;
       }
-      reports_.emplace(forked.pid(), std::move(got.fds[1]));
+      reports_.emplace(forked.pid(), std::move(report));
       reply(forked.pid(), static_cast<int>(forked.handle()));
     } catch (const start_error& e) {
       reply(-(e.code().value() != 0 ? e.code().value() : EAGAIN));
     }
+    if (!spare_) fork_spare();
     return true;
+  }
+
+  static child_kind kind_of(std::uint8_t kind) {
+    return kind == static_cast<std::uint8_t>(child_kind::pool_worker) ? child_kind::pool_worker
+                                                                      : child_kind::process;
+  }
+
+  /// Gives the request to the spare: its descriptors but the report pair's end. False if the
+  /// spare cannot take it (it has ended): the spare is then let go.
+  bool hand_to_spare(const request_record& request, const received& got) {
+    assignment_record assignment{};
+    std::memcpy(assignment.magic, assignment_magic, sizeof assignment.magic);
+    assignment.role = request.role;
+    assignment.kind = request.kind;
+    assignment.stdio = request.stdio;
+    assignment.has_directory = request.has_directory;
+    int attached[posix::max_attached_descriptors];
+    std::size_t count = 0;
+    for (std::size_t i = 0; i < got.fds.size(); ++i) {
+      if (i != 1) attached[count++] = static_cast<int>(got.fds[i].get());
+    }
+    if (send_record(static_cast<int>(spare_->socket.get()), &assignment, sizeof assignment,
+                    attached, count)) {
+      return true;
+    }
+    spare_.reset();  // ended or ending: SIGCHLD reaps it
+    return false;
+  }
+
+  /// Forks the next spare. Without one (fork failed, descriptors exhausted), requests are
+  /// served by forking at request time.
+  void fork_spare() noexcept {
+    try {
+      auto [mine, theirs] = seqpacket_pair();
+      spare_context context{entry_, static_cast<int>(theirs.get()), requester_,
+                            static_cast<long>(::getpid())};
+      const native_handle keep[] = {theirs.get()};
+      child forked = fork_child(&run_spare, &context, keep, child_kind::process);
+      if (forked.handle() == invalid_handle) {
+        forked.kill();
+        forked.wait(std::nullopt);
+        return;
+      }
+      spare_.emplace(spare_child{std::move(forked), std::move(mine)});
+    } catch (const std::exception&) {
+      // Served without a spare until the next attempt.
+    }
   }
 
   /// Compared without an early exit, so the time taken says nothing about the secret.
@@ -318,6 +457,11 @@ class server {
   owned_handle requester_alive_;  ///< pidfd of the requester: readable once it has ended
   /// Per child still running: where to report its end.
   std::unordered_map<long, owned_handle> reports_;
+  struct spare_child {
+    child process;
+    owned_handle socket;  ///< where its assignment goes; closing it lets the spare go
+  };
+  std::optional<spare_child> spare_;
 };
 
 }  // namespace

@@ -121,18 +121,18 @@ std::string_view body_reader::string() {
 bool frame_reader::has_buffered_frame() const {
   if (end_ - begin_ < sizeof(frame_header)) return false;
   frame_header header;
-  std::memcpy(&header, buffer_.data() + begin_, sizeof header);
+  std::memcpy(&header, buffer_.get() + begin_, sizeof header);
   return end_ - begin_ >= sizeof header + header.body_size;
 }
 
 void frame_reader::move_to_front() noexcept {
-  std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+  std::memmove(buffer_.get(), buffer_.get() + begin_, end_ - begin_);
   end_ -= begin_;
   begin_ = 0;
 }
 
 bool frame_reader::read_more() {
-  const std::size_t got = channel_.read_some(buffer_.data() + end_, buffer_.size() - end_);
+  const std::size_t got = channel_.read_some(buffer_.get() + end_, capacity_ - end_);
   end_ += got;
   return got != 0;
 }
@@ -142,18 +142,18 @@ bool frame_reader::peek_header(frame_header& header) {
     if (begin_ > 0) move_to_front();
     if (!read_more()) return false;
   }
-  std::memcpy(&header, buffer_.data() + begin_, sizeof header);
+  std::memcpy(&header, buffer_.get() + begin_, sizeof header);
   return true;
 }
 
 bool frame_reader::next(frame_header& header, const char*& body) {
   for (;;) {
     if (end_ - begin_ >= sizeof(frame_header)) {
-      std::memcpy(&header, buffer_.data() + begin_, sizeof header);
+      std::memcpy(&header, buffer_.get() + begin_, sizeof header);
       if (header.body_size > max_frame_body) return false;  // not a frame of ours: stop here
       const std::size_t whole = sizeof header + header.body_size;
       if (end_ - begin_ >= whole) {
-        body = buffer_.data() + begin_ + sizeof header;
+        body = buffer_.get() + begin_ + sizeof header;
         begin_ += whole;
         return true;
       }
@@ -164,18 +164,19 @@ bool frame_reader::next(frame_header& header, const char*& body) {
       // log2 copies, not one per read (a 256 MiB inline frame read in socket-buffer pieces
       // was copied about 1300 times: MPI ranks and the portable POSIX build, which have no
       // shared blocks, send large payloads through the channel).
-      const std::size_t room = std::min(whole, std::max(buffer_.size(), 2 * have));
-      if (room > buffer_.size() && (end_ == buffer_.size() || begin_ > 0)) {
-        std::vector<char> bigger(room);
-        std::memcpy(bigger.data(), buffer_.data() + begin_, have);
+      const std::size_t room = std::min(whole, std::max(capacity_, 2 * have));
+      if (room > capacity_ && (end_ == capacity_ || begin_ > 0)) {
+        auto bigger = std::make_unique_for_overwrite<char[]>(room);
+        std::memcpy(bigger.get(), buffer_.get() + begin_, have);
         end_ = have;
         begin_ = 0;
-        buffer_.swap(bigger);
+        buffer_ = std::move(bigger);
+        capacity_ = room;
       }
     }
     if (begin_ == end_) {
       begin_ = end_ = 0;
-    } else if (buffer_.size() - end_ < 4096 && begin_ > 0) {
+    } else if (capacity_ - end_ < 4096 && begin_ > 0) {
       move_to_front();
     }
     if (!read_more()) return false;
