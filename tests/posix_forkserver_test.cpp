@@ -11,11 +11,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +24,7 @@
 
 #include "../src/core/forkserver.hpp"
 #include "support.hpp"
+#include "support_process_facts.hpp"
 
 namespace mp = multiproc;
 using namespace std::chrono_literals;
@@ -66,28 +65,6 @@ void wait_for_ever() {
     ::pause();
 }
 
-/// The children of `parent` named `name` (their command name, as ps shows it), from /proc.
-std::vector<long> children_named(long parent, const std::string& name) {
-  std::vector<long> found;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const std::string pid = entry.path().filename().string();
-    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    const auto open = line.find('(');
-    const auto close = line.rfind(')');
-    if (open == std::string::npos || close == std::string::npos || close < open) continue;
-    std::istringstream rest(line.substr(close + 2));
-    char state = 0;
-    long parent_pid = 0;
-    rest >> state >> parent_pid;
-    if (parent_pid == parent && state != 'Z' && line.substr(open + 1, close - open - 1) == name)
-      found.push_back(std::stol(pid));
-  }
-  return found;
-}
-
 /// In a helper process: a pool on forkserver; writes the workers' pids (one line each, from
 /// their initializers), then the server's and its spare's, then waits to be killed.
 void forkserver_family(std::string path) {
@@ -97,7 +74,7 @@ void forkserver_family(std::string path) {
   const long server = multiproc::detail::forkserver_pid();
   std::vector<long> spares;
   if (!multiproc_test::within(10s, [&] {
-        spares = children_named(server, "mp-spare");
+        spares = multiproc_test::children_named(server, "mp-spare");
         return spares.size() == 1;
       })) {
     std::_Exit(4);
@@ -225,7 +202,7 @@ TEST_F(posix_forkserver, the_spare_is_named_while_it_waits_and_replaced_when_kil
   std::vector<long> spares;
   ASSERT_TRUE(multiproc_test::within(10s,
                                      [&] {
-                                       spares = children_named(server, "mp-spare");
+                                       spares = multiproc_test::children_named(server, "mp-spare");
                                        return spares.size() == 1;
                                      }))
       << "the server keeps exactly one spare; it has " << spares.size();
@@ -242,7 +219,7 @@ TEST_F(posix_forkserver, the_spare_is_named_while_it_waits_and_replaced_when_kil
   EXPECT_EQ(multiproc::detail::forkserver_pid(), server) << "a lost spare cost the server";
   std::vector<long> now;
   ASSERT_TRUE(multiproc_test::within(10s, [&] {
-    now = children_named(server, "mp-spare");
+    now = multiproc_test::children_named(server, "mp-spare");
     return now.size() == 1;
   }));
   EXPECT_NE(now[0], spares[0]);

@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "support.hpp"
@@ -64,6 +65,22 @@ bool task_info(proc_taskinfo& info) {
 }
 
 }  // namespace
+
+std::vector<long> children_named(long parent, const std::string& name) {
+  std::vector<long> found;
+  const int needed = ::proc_listpids(PROC_PPID_ONLY, static_cast<uint32_t>(parent), nullptr, 0);
+  if (needed <= 0) return found;
+  std::vector<pid_t> pids(static_cast<std::size_t>(needed) / sizeof(pid_t) + 64);
+  const int got = ::proc_listpids(PROC_PPID_ONLY, static_cast<uint32_t>(parent), pids.data(),
+                                  static_cast<int>(pids.size() * sizeof(pid_t)));
+  for (int i = 0; i < got / static_cast<int>(sizeof(pid_t)); ++i) {
+    const pid_t pid = pids[static_cast<std::size_t>(i)];
+    if (pid <= 0 || zombie(pid)) continue;
+    char own[256] = {};
+    if (::proc_name(pid, own, sizeof own) > 0 && name == own) found.push_back(pid);
+  }
+  return found;
+}
 
 process_facts read_process_facts() {
   process_facts facts;

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
+#include <vector>
 
 namespace multiproc_test {
 
@@ -23,5 +25,8 @@ struct process_facts {
   int threads = 0;
 };
 process_facts read_process_facts();
+
+/// The live children of `parent` whose command name (as ps shows it) is `name`.
+std::vector<long> children_named(long parent, const std::string& name);
 
 }  // namespace multiproc_test

@@ -30,14 +30,16 @@ int count_entries(const char* directory, bool (*keep)(const char* name)) {
   return count - (std::string(directory) == "/proc/self/fd" ? 1 : 0);  // opendir's own fd
 }
 
-/// Children of this process by state, from /proc: the fork server's children count as its
-/// own (a leak of the server's is one of the test's), the server itself and its spare (the
-/// child it keeps forked ahead, named "mp-spare" until it is given a role) do not: they serve
-/// test after test.
-void count_children(int& live, int& zombies) {
-  live = zombies = 0;
-  const long self = static_cast<long>(::getpid());
-  const long server = multiproc::detail::forkserver_pid();
+/// One process's line of /proc/<pid>/stat: its state, parent and command name.
+struct stat_line {
+  char state = 0;
+  long parent = 0;
+  std::string name;
+};
+
+/// Calls `visit(pid, line)` for every process /proc shows.
+template <class Visit>
+void for_each_process(Visit visit) {
   DIR* proc = ::opendir("/proc");
   if (proc == nullptr) return;
   while (dirent* entry = ::readdir(proc)) {
@@ -50,21 +52,35 @@ void count_children(int& live, int& zombies) {
     const auto open = line.find('(');
     const auto close = line.rfind(')');
     if (open == std::string::npos || close == std::string::npos || close < open) continue;
+    stat_line parsed;
+    parsed.name = line.substr(open + 1, close - open - 1);
     std::istringstream rest(line.substr(close + 2));
-    char state = 0;
-    long parent = 0;
-    rest >> state >> parent;
-    if (pid == server) continue;
-    if (parent != self && (server == 0 || parent != server)) continue;
-    if (parent == server && line.compare(open + 1, close - open - 1, "mp-spare") == 0) continue;
-    if (state == 'Z') {
+    rest >> parsed.state >> parsed.parent;
+    visit(pid, parsed);
+  }
+  ::closedir(proc);
+}
+
+/// Children of this process by state, from /proc: the fork server's children count as its
+/// own (a leak of the server's is one of the test's), the server itself and its spare (the
+/// child it keeps forked ahead, named "mp-spare" until it is given a role) do not: they serve
+/// test after test.
+void count_children(int& live, int& zombies) {
+  live = zombies = 0;
+  const long self = static_cast<long>(::getpid());
+  const long server = multiproc::detail::forkserver_pid();
+  for_each_process([&](long pid, const stat_line& line) {
+    if (pid == server) return;
+    if (line.parent != self && (server == 0 || line.parent != server)) return;
+    if (line.parent == server && line.name == "mp-spare") return;
+    if (line.state == 'Z') {
       ++zombies;
     } else {
       ++live;
     }
-  }
-  ::closedir(proc);
+  });
 }
+
 /// What the library's shared blocks look like (src/posix/shared_block_linux.cpp: memfd_create's
 /// name "multiproc-payload"): Linux shows a memfd as "/memfd:<name> (deleted)" both as a
 /// descriptor's link and as a mapping's path. Large payloads never appear in /dev/shm.
@@ -102,6 +118,14 @@ int count_shared_block_mappings() {
   return count;
 }
 }  // namespace
+
+std::vector<long> children_named(long parent, const std::string& name) {
+  std::vector<long> found;
+  for_each_process([&](long pid, const stat_line& line) {
+    if (line.parent == parent && line.state != 'Z' && line.name == name) found.push_back(pid);
+  });
+  return found;
+}
 
 process_facts read_process_facts() {
   process_facts facts;

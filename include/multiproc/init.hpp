@@ -17,8 +17,9 @@ enum class start_method {
   /// Works everywhere; the only method on Windows.
   spawn,
   /// A fork server: a copy of the program started (by spawn) the first time it is needed,
-  /// with one thread and no lock held, forks each child on request and hands it over. As fast
-  /// as fork, as safe as spawn with threads. Children behave as forked ones (exit codes,
+  /// with one thread and no lock held, forks each child (one ahead of each request, shown as
+  /// "mp-spare" while it waits) and hands it over. As fast as fork, as safe as spawn with
+  /// threads. Children behave as forked ones (exit codes,
   /// terminate, kill, join, pool worker replacement) but start from the server's memory: the
   /// program's state at the server's start, plus what the preload calls did
   /// (mp::set_forkserver_preload), not the parent's present state. Linux 5.3 or later only:

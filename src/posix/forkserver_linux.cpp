@@ -246,16 +246,23 @@ class server {
     prepare();
     fork_spare();
     for (;;) {
-      pollfd watch[3] = {{link_, POLLIN, 0},
+      // A negative descriptor is skipped: no spare has just been handed out.
+      const int handed = handed_ ? static_cast<int>(handed_.get()) : -1;
+      pollfd watch[4] = {{link_, POLLIN, 0},
                          {static_cast<int>(children_.get()), POLLIN, 0},
-                         {static_cast<int>(requester_alive_.get()), POLLIN, 0}};
-      if (::poll(watch, 3, -1) < 0) {
+                         {static_cast<int>(requester_alive_.get()), POLLIN, 0},
+                         {handed, POLLIN, 0}};
+      if (::poll(watch, 4, -1) < 0) {
         if (errno == EINTR) continue;
         leave();
       }
       if (watch[1].revents != 0) reap_and_report();
       if (watch[2].revents != 0) leave();  // the requester ended (even if a copy holds the link)
       if (watch[0].revents != 0 && !serve_one()) leave();
+      if (watch[3].revents != 0 && handed_) {
+        handed_.reset();
+        if (!spare_) fork_spare();
+      }
     }
   }
 
@@ -363,8 +370,11 @@ class server {
     if (spare_ && hand_to_spare(request, got)) {
       reports_.emplace(spare_->process.pid(), std::move(got.fds[1]));
       reply(spare_->process.pid(), static_cast<int>(spare_->process.handle()));
+      // The next spare is forked once this one has taken its assignment (it closes its end
+      // of the socket then): forked now, it took the CPU the woken spare was placed on, and
+      // the start waited for the fork after all.
+      handed_ = std::move(spare_->socket);
       spare_.reset();
-      fork_spare();  // while the one just handed out runs
       return true;
     }
     // No spare (it could not be forked, or it has ended): this request's child is forked now.
@@ -389,7 +399,7 @@ class server {
     } catch (const start_error& e) {
       reply(-(e.code().value() != 0 ? e.code().value() : EAGAIN));
     }
-    if (!spare_) fork_spare();
+    if (!spare_ && !handed_) fork_spare();
     return true;
   }
 
@@ -462,6 +472,7 @@ class server {
     owned_handle socket;  ///< where its assignment goes; closing it lets the spare go
   };
   std::optional<spare_child> spare_;
+  owned_handle handed_;  ///< the socket of the spare handed out last, until it takes the request
 };
 
 }  // namespace
