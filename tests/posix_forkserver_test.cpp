@@ -2,6 +2,7 @@
 // authentication (forged requests), the preload, and the automatic start method's choice in a
 // program with threads. The conformance and fault suites run on forkserver as on fork and
 // spawn (their parameter lists, support.cpp); these are what only the server has.
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -181,12 +182,14 @@ TEST_F(posix_forkserver, server_and_pool_workers_end_within_5s_of_their_requeste
   })) << "the server, its spare or a worker outlived its requester by more than 5 s";
 }
 
-/// Exits 3 if this process still bears the spare's name.
+/// Exits 3 if this process still bears the spare's name, 4 if it kept the server's scheduling
+/// policy (SCHED_BATCH) rather than its requester's (SCHED_OTHER here).
 void exit_3_if_named_spare() {
   std::ifstream comm("/proc/self/comm");
   std::string name;
   std::getline(comm, name);
   if (name == "mp-spare") std::_Exit(3);
+  if (::sched_getscheduler(0) != SCHED_OTHER) std::_Exit(4);
 }
 
 // The server keeps one child forked ahead (named mp-spare while it waits). A start takes it,
@@ -196,7 +199,8 @@ TEST_F(posix_forkserver, the_spare_is_named_while_it_waits_and_replaced_when_kil
   mp::process first(mp::start_method::forkserver, exit_3_if_named_spare);
   first.start();
   ASSERT_TRUE(first.join(30s));
-  EXPECT_EQ(first.exitcode(), 0) << "a started child kept the spare's name";
+  EXPECT_EQ(first.exitcode(), 0) << "3: a started child kept the spare's name; 4: the server's "
+                                    "scheduling policy";
   const long server = multiproc::detail::forkserver_pid();
   ASSERT_GT(server, 0);
   std::vector<long> spares;

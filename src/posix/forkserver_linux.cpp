@@ -131,10 +131,18 @@ void drop_kept(int fd) noexcept {
   posix::close_registered(fd, posix::stamp_of(handle_kind::internal));
 }
 
+/// Set in the server when it made itself SCHED_BATCH (from SCHED_OTHER); its children go back.
+bool server_is_batch = false;
+
 int run_forked(void* context) {
   const auto& forked = *static_cast<const forked_context*>(context);
-  // The server's own arrangements are not the child's: SIGCHLD comes back unblocked, SIGINT to
-  // its default (the disposition a spawned child starts with).
+  // The server's own arrangements are not the child's: its scheduling policy back to the
+  // requester's, SIGCHLD unblocked, SIGINT to its default (the disposition a spawned child
+  // starts with).
+  if (server_is_batch) {
+    const sched_param normal{};
+    ::sched_setscheduler(0, SCHED_OTHER, &normal);
+  }
   sigset_t none;
   sigemptyset(&none);
   pthread_sigmask(SIG_SETMASK, &none, nullptr);
@@ -270,6 +278,13 @@ class server {
   void prepare() {
     int on = 1;
     ::setsockopt(link_, SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+    // SCHED_BATCH: the server's wake-ups (a spare taking its request, a child's end) never
+    // preempt the child just started, which the scheduler tends to place on the server's CPU;
+    // the server waits for a free CPU instead. A policy the requester chose is left alone.
+    if (::sched_getscheduler(0) == SCHED_OTHER) {
+      const sched_param normal{};
+      server_is_batch = ::sched_setscheduler(0, SCHED_BATCH, &normal) == 0;
+    }
     // Standard descriptors exist, so that received ones never land on 0-2 (which a child
     // overwrites with its requester's).
     for (int fd = 0; fd < 3; ++fd) {
