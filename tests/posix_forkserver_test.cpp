@@ -15,6 +15,7 @@
 #include <fstream>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -125,6 +126,30 @@ TEST_F(posix_forkserver, a_server_killed_from_outside_is_replaced_at_the_next_st
   running.terminate();
   ASSERT_TRUE(running.join(30s));
   EXPECT_EQ(running.exitcode(), 255);
+}
+
+/// Waits for a word on `from`, then fails (exit code 1).
+void fail_on_word(mp::connection from) {
+  (void)from.recv<int>();
+  throw std::runtime_error("told to fail");
+}
+
+// A child says the status it exits with as its call returns: known even when the server that
+// would have reaped it is gone (a child killed by a signal then reads 255, as above).
+TEST_F(posix_forkserver, a_child_outliving_its_server_still_reports_the_status_it_returns_with) {
+  MULTIPROC_REQUIRE_FORKSERVER();
+  auto [here, there] = mp::pipe();
+  mp::process child(mp::start_method::forkserver, fail_on_word, there);
+  child.start();
+  const long server = multiproc::detail::forkserver_pid();
+  ASSERT_GT(server, 0);
+  multiproc_test::kill_from_outside(server);
+  ASSERT_TRUE(
+      multiproc_test::within(10s, [&] { return !multiproc_test::process_running(server); }));
+  EXPECT_TRUE(child.is_alive());
+  here.send(1);
+  ASSERT_TRUE(child.join(30s));
+  EXPECT_EQ(child.exitcode(), 1);
 }
 
 // A server that never answers (stopped, here) must not hang starts: the start fails with

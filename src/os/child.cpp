@@ -14,7 +14,7 @@ child::child(child&& other) noexcept {
   pid_ = std::exchange(other.pid_, 0);
   handle_ = std::move(other.handle_);
   report_ = std::move(other.report_);
-  report_lost_ = std::exchange(other.report_lost_, false);
+  ended_ = std::exchange(other.ended_, false);
   exit_code_ = std::exchange(other.exit_code_, std::nullopt);
   signal_sent_ = std::exchange(other.signal_sent_, 0);
   remote_ = std::move(other.remote_);
@@ -26,7 +26,7 @@ child& child::operator=(child&& other) noexcept {
     pid_ = std::exchange(other.pid_, 0);
     handle_ = std::move(other.handle_);  // closes the handle this one held
     report_ = std::move(other.report_);
-    report_lost_ = std::exchange(other.report_lost_, false);
+    ended_ = std::exchange(other.ended_, false);
     exit_code_ = std::exchange(other.exit_code_, std::nullopt);
     signal_sent_ = std::exchange(other.signal_sent_, 0);
     remote_ = std::move(other.remote_);

@@ -94,9 +94,8 @@ class child {
   long pid_ = 0;
   owned_handle handle_;
   owned_handle report_;  ///< POSIX, a fork server's child: where the server reports its end
-  /// The server closed the report without one (it was killed): the pidfd tells the end, and
-  /// the status is lost (unknown_exit_code).
-  bool report_lost_ = false;
+  /// A fork server's child: its pidfd said it has ended; its status is still to come.
+  bool ended_ = false;
   std::optional<int> exit_code_;
   int signal_sent_ = 0;  ///< which request was sent; Windows reads its own codes back by it
   int waiters_ = 0;      ///< POSIX: threads inside wait(), which may be polling the pidfd

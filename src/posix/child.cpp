@@ -118,8 +118,11 @@ bool child::wait(std::optional<std::chrono::nanoseconds> timeout) {
   }
 }
 
-// A fork server's child is not ours to reap: the server reaps it and sends one end_report on
-// the report socket. Both descriptors stay open until the last waiter leaves (see wait()).
+// A fork server's child is not ours to reap: its pidfd says when it has ended, and its status
+// comes on the report socket, from the child itself (end_report::exiting, sent as its role
+// returns) or from the server once it has reaped it (any end: a signal, exit() from the
+// call). The pidfd first, so the common end costs one wake-up; the server's word wins when
+// both are there. Both descriptors stay open until the last waiter leaves (see wait()).
 bool child::wait_for_report(native_handle pidfd, native_handle report,
                             std::optional<std::chrono::nanoseconds> timeout) {
   const auto deadline =
@@ -130,9 +133,7 @@ bool child::wait_for_report(native_handle pidfd, native_handle report,
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (exit_code_) return true;
-      // Once the server is gone, its children live on without it (as orphans do after a fork):
-      // the pidfd tells when this one ends.
-      watched = report_lost_ ? pidfd : report;
+      watched = ended_ ? report : pidfd;
     }
     int wait_ms = -1;
     if (timeout) {
@@ -146,18 +147,29 @@ bool child::wait_for_report(native_handle pidfd, native_handle report,
     if (rc == 0) return false;
     std::lock_guard<std::mutex> lock(mutex_);
     if (exit_code_) return true;
-    if (report_lost_) {
-      exit_code_ = unknown_exit_code;  // ended; its status went with the server
+    ended_ = true;
+    std::optional<int> announced;
+    for (;;) {
+      posix::end_report record{};
+      const ssize_t got = ::recv(static_cast<int>(report), &record, sizeof record, MSG_DONTWAIT);
+      if (got == static_cast<ssize_t>(sizeof record)) {
+        if (record.by_signal == posix::end_report::exiting) {
+          announced = record.value & 0xff;
+          continue;  // the server's word may be there too
+        }
+        exit_code_ = python_exit_code({record.by_signal != 0, record.value});
+        return true;
+      }
+      if (announced) {
+        exit_code_ = python_exit_code({false, *announced});
+        return true;
+      }
+      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
+      // End of stream (or a torn record) without a word: the server is gone, and the status
+      // with it.
+      exit_code_ = unknown_exit_code;
       return true;
     }
-    posix::end_report record{};
-    const ssize_t got = ::recv(static_cast<int>(report), &record, sizeof record, MSG_DONTWAIT);
-    if (got == static_cast<ssize_t>(sizeof record)) {
-      exit_code_ = python_exit_code({record.by_signal != 0, record.value});
-      return true;
-    }
-    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
-    report_lost_ = true;  // end of stream (or a torn record): the server is gone
   }
 }
 

@@ -61,17 +61,6 @@ void flush_before_fork() noexcept {
   std::fflush(nullptr);
 }
 
-/// In the child, when its call is done: its own output goes out before _exit -- the standard
-/// streams only, as Python's forked children do. Another FILE may still hold bytes one of the
-/// parent's threads wrote between the parent's flush and the fork: they are the parent's to
-/// write (and _exit() drops them), so that a program's own log never gets its lines twice.
-void flush_own_output() {
-  std::cout.flush();
-  std::cerr.flush();
-  std::fflush(stdout);
-  std::fflush(stderr);
-}
-
 /// Forgets what a stream's buffer holds without writing it.
 template <class Char>
 struct unwritten_output : std::basic_streambuf<Char> {
@@ -159,6 +148,17 @@ pid_t guarded_fork(sigset_t& previous) {
 
 }  // namespace
 
+// In the child, when its call is done: its own output goes out before _exit -- the standard
+// streams only, as Python's forked children do. Another FILE may still hold bytes one of the
+// parent's threads wrote between the parent's flush and the fork: they are the parent's to
+// write (and _exit() drops them), so that a program's own log never gets its lines twice.
+void posix::flush_own_output() {
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(stdout);
+  std::fflush(stderr);
+}
+
 // The child side runs in a copy of a possibly multi-threaded process in which only this
 // thread exists: it touches only what the library owns (its descriptor table, which needs no
 // lock) before it runs the entry, and it leaves with _exit, never exit (the parent's atexit
@@ -178,7 +178,7 @@ child fork_child(int (*entry)(void* context), void* context, std::span<const nat
     pthread_sigmask(SIG_SETMASK, &none, nullptr);
     if (kind == child_kind::pool_worker && !die_with_parent(parent)) ::_exit(0);
     const int code = entry(context);
-    flush_own_output();
+    posix::flush_own_output();
     ::_exit(code);
   }
   const int saved = errno;

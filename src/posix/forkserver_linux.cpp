@@ -82,9 +82,10 @@ struct reply_record {
   std::int64_t pid;
 };
 
-/// What the server hands its spare for one request. Its descriptors, in this order: the
-/// child's channel, the working directory (if has_directory), then the standard streams for
-/// each bit set in `stdio`, as in a request.
+/// What the server hands its spare for one request. Its descriptors are the request's, in the
+/// same order: the child's channel, the report socket's far end (the server keeps its own copy
+/// to report the reaped status), the working directory (if has_directory), then the standard
+/// streams for each bit set in `stdio`.
 struct assignment_record {
   char magic[8];
   std::uint8_t role;
@@ -120,6 +121,7 @@ struct forked_context {
   forked_entry entry;
   std::uint8_t role;
   int channel;
+  int report;     ///< the requester's report socket, for the child's own word on its end
   int directory;  ///< -1: none
   int stdio[3];   ///< -1: closed in the requester
   long requester;
@@ -166,23 +168,32 @@ int run_forked(void* context) {
   }
   posix::set_logical_parent(forked.requester, forked.server);
   channel own(forked.channel, forked.channel);
-  return forked.entry(forked.role, own);
+  const int code = forked.entry(forked.role, own);
+  // Its output out first (as fork_child would after this returns), so that whoever joins it
+  // finds all of it written; then the status it is about to exit with, so the requester
+  // learns its end from the pidfd rather than from the server after a reap.
+  posix::flush_own_output();
+  const posix::end_report announcement{posix::end_report::exiting, code & 0xff};
+  ::send(forked.report, &announcement, sizeof announcement, MSG_NOSIGNAL | MSG_DONTWAIT);
+  drop_kept(forked.report);
+  return code;
 }
 
-/// The context for a child from a request's (or an assignment's) fields and descriptors:
-/// fds[first] is the channel, then the directory and the standard streams as the fields say.
-/// The caller has checked that the count matches.
+/// The context for a child from a request's (or an assignment's) fields and descriptors, which
+/// come in the same order: the channel, the report socket, then the directory and the standard
+/// streams as the fields say. The caller has checked that the count matches.
 forked_context context_from(forked_entry entry, std::uint8_t role, std::uint8_t stdio,
                             bool has_directory, const std::vector<owned_handle>& fds,
-                            std::size_t first, long requester, long server) {
+                            long requester, long server) {
   forked_context context{entry,
                          role,
-                         static_cast<int>(fds[first].get()),
-                         has_directory ? static_cast<int>(fds[first + 1].get()) : -1,
+                         static_cast<int>(fds[0].get()),
+                         static_cast<int>(fds[1].get()),
+                         has_directory ? static_cast<int>(fds[2].get()) : -1,
                          {-1, -1, -1},
                          requester,
                          server};
-  std::size_t next = first + (has_directory ? 2 : 1);
+  std::size_t next = has_directory ? 3 : 2;
   for (int i = 0; i < 3; ++i) {
     if ((stdio & (1u << i)) != 0) context.stdio[i] = static_cast<int>(fds[next++].get());
   }
@@ -221,7 +232,7 @@ int run_spare(void* context) {
   if (!got.whole || got.size != static_cast<ssize_t>(sizeof assignment) ||
       std::memcmp(assignment.magic, assignment_magic, sizeof assignment_magic) != 0 ||
       assignment.stdio > 7 ||
-      got.fds.size() != 1 + (has_directory ? 1 : 0) + stream_count(assignment.stdio)) {
+      got.fds.size() != 2 + (has_directory ? 1 : 0) + stream_count(assignment.stdio)) {
     std::fprintf(stderr, "multiproc: a fork server's spare got a malformed assignment\n");
     return 1;
   }
@@ -230,9 +241,8 @@ int run_spare(void* context) {
     return 0;  // the server is gone: so are the pool's workers
   }
   ::prctl(PR_SET_NAME, own_name);
-  const forked_context forked =
-      context_from(spare.entry, assignment.role, assignment.stdio, has_directory, got.fds, 0,
-                   spare.requester, spare.server);
+  const forked_context forked = context_from(spare.entry, assignment.role, assignment.stdio,
+                                             has_directory, got.fds, spare.requester, spare.server);
   for (auto& fd : got.fds)
     (void)fd.release();  // the child's own from here (run_forked)
   return run_forked(const_cast<forked_context*>(&forked));
@@ -393,10 +403,8 @@ class server {
       return true;
     }
     // No spare (it could not be forked, or it has ended): this request's child is forked now.
-    owned_handle report = std::move(got.fds[1]);
-    got.fds.erase(got.fds.begin() + 1);
     forked_context context = context_from(entry_, request.role, request.stdio, has_directory,
-                                          got.fds, 0, requester_, static_cast<long>(::getpid()));
+                                          got.fds, requester_, static_cast<long>(::getpid()));
     std::vector<native_handle> keep;
     for (const auto& fd : got.fds)
       keep.push_back(fd.get());
@@ -409,7 +417,7 @@ class server {
         reply(-EMFILE);
         return true;
       }
-      reports_.emplace(forked.pid(), std::move(report));
+      reports_.emplace(forked.pid(), std::move(got.fds[1]));
       reply(forked.pid(), static_cast<int>(forked.handle()));
     } catch (const start_error& e) {
       reply(-(e.code().value() != 0 ? e.code().value() : EAGAIN));
@@ -423,8 +431,8 @@ class server {
                                                                       : child_kind::process;
   }
 
-  /// Gives the request to the spare: its descriptors but the report pair's end. False if the
-  /// spare cannot take it (it has ended): the spare is then let go.
+  /// Gives the request and its descriptors to the spare. False if the spare cannot take it (it
+  /// has ended): the spare is then let go.
   bool hand_to_spare(const request_record& request, const received& got) {
     assignment_record assignment{};
     std::memcpy(assignment.magic, assignment_magic, sizeof assignment.magic);
@@ -434,9 +442,8 @@ class server {
     assignment.has_directory = request.has_directory;
     int attached[posix::max_attached_descriptors];
     std::size_t count = 0;
-    for (std::size_t i = 0; i < got.fds.size(); ++i) {
-      if (i != 1) attached[count++] = static_cast<int>(got.fds[i].get());
-    }
+    for (const auto& fd : got.fds)
+      attached[count++] = static_cast<int>(fd.get());
     if (send_record(static_cast<int>(spare_->socket.get()), &assignment, sizeof assignment,
                     attached, count)) {
       return true;
