@@ -9,7 +9,9 @@
 
 #include <atomic>
 #include <cerrno>
+#include <memory>
 #include <system_error>
+#include <vector>
 
 #include "../os/child.hpp"
 #include "../os/sync.hpp"
@@ -29,6 +31,16 @@ const bool cache_cleared_in_children = [] {
   return true;
 }();
 }  // namespace
+
+// The same in both builds (sync_linux.cpp, sync_portable.cpp): the state is theirs, the handle
+// is this.
+shared_sync shared_sync::adopt(void* memory, std::vector<owned_handle> handles) {
+  shared_sync adopted;
+  adopted.memory_ = memory;
+  adopted.handles_ = std::move(handles);
+  adopted.spin_ = std::make_unique<spin_budget>();
+  return adopted;
+}
 
 process_stamp this_process_stamp() noexcept {
   (void)cache_cleared_in_children;

@@ -126,18 +126,7 @@ shared_sync shared_sync::create(void* memory) {
   s->sequence.store(0);
   s->sleepers.store(0);
   s->wake_pending.store(0);
-  shared_sync made;
-  made.memory_ = memory;
-  made.spin_ = std::make_unique<spin_budget>();
-  return made;
-}
-
-shared_sync shared_sync::adopt(void* memory, std::vector<owned_handle> handles) {
-  shared_sync adopted;
-  adopted.memory_ = memory;
-  adopted.handles_ = std::move(handles);
-  adopted.spin_ = std::make_unique<spin_budget>();
-  return adopted;
+  return adopt(memory, {});
 }
 
 shared_sync::outcome shared_sync::lock(std::optional<std::chrono::nanoseconds> timeout) {

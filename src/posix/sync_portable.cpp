@@ -146,18 +146,7 @@ shared_sync shared_sync::create(void* memory) {
   rc = pthread_cond_init(&s->ring, &cond_attributes);
   pthread_condattr_destroy(&cond_attributes);
   if (rc != 0) throw std::system_error(rc, std::generic_category(), "multiproc: shared lock");
-  shared_sync made;
-  made.memory_ = memory;
-  made.spin_ = std::make_unique<spin_budget>();
-  return made;
-}
-
-shared_sync shared_sync::adopt(void* memory, std::vector<owned_handle> handles) {
-  shared_sync adopted;
-  adopted.memory_ = memory;
-  adopted.handles_ = std::move(handles);
-  adopted.spin_ = std::make_unique<spin_budget>();
-  return adopted;
+  return adopt(memory, {});
 }
 
 shared_sync::outcome shared_sync::lock(std::optional<std::chrono::nanoseconds> timeout) {
