@@ -55,10 +55,10 @@ class child {
   /// (the process handle on Windows, a pidfd on Linux).
   child(long pid, native_handle handle) noexcept : pid_(pid), handle_(handle) {}
   /// POSIX: a child the fork server forked for this process (src/posix/forkserver_linux.cpp).
-  /// It is the server's child, not this process's, so only the server can reap it: `report`
-  /// is the socket on which the server tells how it ended, and `pidfd` (required) waits for
-  /// it once the server is gone and signals it without ever reaching a process that reused
-  /// its pid.
+  /// It is the server's child, not this process's, so only the server can reap it: `pidfd`
+  /// (required) tells when it has ended and signals it without ever reaching a process that
+  /// reused its pid; `report` is the socket on which the child (as its role returns) and the
+  /// server (once it has reaped it) tell how it ended.
   child(long pid, native_handle pidfd, native_handle report) noexcept
       : pid_(pid), handle_(pidfd), report_(report) {}
   /// A remote child (see remote_child): `pid` is its process id on its own host, for reports
@@ -87,13 +87,13 @@ class child {
 
  private:
   void send_signal(int signal_number) noexcept;
-  /// POSIX, a fork server's child: wait() by the server's report (see the constructor).
+  /// POSIX, a fork server's child: wait() by its pidfd, then the status on its report socket.
   bool wait_for_report(native_handle pidfd, native_handle report,
                        std::optional<std::chrono::nanoseconds> timeout);
   mutable std::mutex mutex_;
   long pid_ = 0;
   owned_handle handle_;
-  owned_handle report_;  ///< POSIX, a fork server's child: where the server reports its end
+  owned_handle report_;  ///< POSIX, a fork server's child: where it and the server say its end
   /// A fork server's child: its pidfd said it has ended; its status is still to come.
   bool ended_ = false;
   std::optional<int> exit_code_;

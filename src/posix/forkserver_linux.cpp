@@ -3,19 +3,21 @@
 //
 // Waiting for a child that is not ours: the server forks it, so only the server can reap it.
 // The requester makes a report socket pair per child and sends one end with the request; the
-// server keeps it, reaps the child when SIGCHLD says so (a signalfd) and writes the status
-// into it (posix::end_report), then closes it. The reply to the request carries a pidfd the
-// server opened while the child was its unreaped child: with it the requester signals the
-// child without any risk of reaching a process that reused the pid (the server may reap
-// before the requester reads the report), and waits for the child if the server dies first.
+// child and the server both hold it. The child writes the status it is about to exit with as
+// its role returns; the server reaps the child when SIGCHLD says so (a signalfd) and writes
+// the status it reaped (posix::end_report), then closes it. The reply to the request carries a
+// pidfd the server opened while the child was its unreaped child: the requester waits on it
+// and then reads the report (src/posix/child.cpp), and signals the child through it without
+// any risk of reaching a process that reused the pid (the server may reap first).
 //
 // The spare: the server keeps one child forked ahead of the next request, blocked on a socket
 // of its own (named "mp-spare" meanwhile, so `ps` says what it is). A request hands the
-// spare its descriptors and role, and the reply names the spare; the server then forks the
-// next spare while the first one runs. A start then waits for neither the fork nor the first
-// page faults of a fresh copy (Android's zygote keeps such a pool for the same reason). The
-// spare is a fork of the same server as a child forked at request time would be: the server
-// runs nothing between its preload and its first spare, and nothing between requests.
+// spare its descriptors and role, and the reply names the spare; once the spare has taken
+// them (its end of the socket closes), the server forks the next one. A start then waits for
+// neither the fork nor the first page faults of a fresh copy (Android's zygote keeps such
+// children for the same reason). The spare is a fork of the same server as a child forked at
+// request time would be: the server runs nothing between its preload and its first spare,
+// and nothing between requests.
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
