@@ -427,6 +427,36 @@ TEST_F(posix_memory, large_payload_costs_about_one_copy_in_transit) {
 }
 
 #if defined(__linux__)
+/// Exits 3 unless this process's command name (as ps shows it) is `expected`.
+void exit_3_unless_named(std::string expected) {
+  std::ifstream comm("/proc/self/comm");
+  std::string name;
+  std::getline(comm, name);
+  if (name != expected) std::_Exit(3);
+}
+
+// A child is named as its parent on every start method, as a forked one is: not "exe" (the
+// kernel's name for an image run as /proc/self/exe, which spawn and the fork server's own
+// start do).
+TEST_F(posix_this_process, a_child_has_its_parents_command_name) {
+#if defined(MULTIPROC_TEST_POSIX_PORTABLE)
+  GTEST_SKIP() << "the portable POSIX build keeps the name the image's path gives";
+#endif
+  std::ifstream comm("/proc/self/comm");
+  std::string own;
+  std::getline(comm, own);
+  ASSERT_FALSE(own.empty());
+  for (auto method : multiproc_test::pool_methods()) {
+    mp::process p(method, exit_3_unless_named, own);
+    p.start();
+    ASSERT_TRUE(p.join(30s));
+    EXPECT_EQ(p.exitcode(), 0) << "method " << static_cast<int>(method)
+                               << ": the child is not named " << own;
+  }
+}
+#endif
+
+#if defined(__linux__)
 TEST_F(posix_this_process, cpu_count_is_the_affinity_mask) {
 #if defined(MULTIPROC_TEST_POSIX_PORTABLE)
   GTEST_SKIP() << "the portable POSIX build counts CPUs with sysconf, not the affinity mask";

@@ -54,6 +54,7 @@ namespace {
   } catch (const hello_refused& e) {
     refuse(e.what());
   }
+  os::take_parent_name(accepted.parent);
   if (accepted.role == child_role::pool_worker && !os::die_with_parent(accepted.parent)) {
     std::_Exit(0);  // the parent is gone already: nobody to serve
   }

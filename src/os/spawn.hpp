@@ -28,6 +28,12 @@ channel adopt_inherited_channel(std::string_view token);
 /// parent has already gone.
 bool die_with_parent(long expected_parent) noexcept;
 
+/// In a spawned child: takes the command name (what ps and top show) of its parent
+/// `expected_parent`, as a forked child has it. Linux only, where the image is run as
+/// /proc/self/exe and the kernel names the child "exe"; elsewhere the name comes from the
+/// image's path and this does nothing. Nothing either if the parent has gone.
+void take_parent_name(long expected_parent) noexcept;
+
 /// Overrides the program spawned children run (empty: this program's own image).
 void set_spawn_executable(std::string utf8_path);
 

@@ -50,6 +50,10 @@ std::string executable_path();
 /// library there cannot link against `environ`).
 char** environment() noexcept;
 
+/// Gives this process the command name of `parent` (Linux: /proc/<parent>/comm, PR_SET_NAME);
+/// elsewhere nothing (there the name comes from the image's own path).
+void take_parent_name(long parent) noexcept;
+
 /// Asks the kernel to kill this process when its parent ends (Linux: PR_SET_PDEATHSIG).
 /// Elsewhere nothing: a worker then learns of its parent's end from its channel only.
 void kill_me_when_parent_dies() noexcept;

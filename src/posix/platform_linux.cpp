@@ -86,6 +86,20 @@ char** environment() noexcept {
   return environ;
 }
 
+void take_parent_name(long parent) noexcept {
+  // 16 bytes at most, newline included.
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%ld/comm", parent);
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  char name[17] = {};
+  const ssize_t got = ::read(fd, name, sizeof name - 1);
+  ::close(fd);
+  if (got <= 0) return;
+  if (name[got - 1] == '\n') name[got - 1] = '\0';
+  ::prctl(PR_SET_NAME, name);
+}
+
 void kill_me_when_parent_dies() noexcept {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
 }

@@ -70,6 +70,8 @@ short extra_spawn_flags() noexcept {
 #endif
 }
 
+void take_parent_name(long) noexcept {}
+
 void kill_me_when_parent_dies() noexcept {
   // No kernel call for it: a thread notices the parent's end by this process being re-parented
   // (getppid() changes), and ends the process as PR_SET_PDEATHSIG would, with SIGKILL. Looking

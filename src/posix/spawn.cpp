@@ -157,6 +157,12 @@ bool die_with_parent(long expected_parent) noexcept {
   return static_cast<long>(::getppid()) == expected_parent;
 }
 
+void take_parent_name(long expected_parent) noexcept {
+  // Its name is read only while it is certainly the parent (not a process that reused its pid).
+  if (static_cast<long>(::getppid()) != expected_parent) return;
+  posix::platform::take_parent_name(expected_parent);
+}
+
 void set_spawn_executable(std::string utf8_path) {
   std::lock_guard<std::mutex> lock(executable_mutex);
   executable_override = std::move(utf8_path);

@@ -308,6 +308,8 @@ bool die_with_parent(long expected_parent) noexcept {
   return !ended;
 }
 
+void take_parent_name(long) noexcept {}
+
 void set_spawn_executable(std::string utf8_path) {
   std::wstring wide = widen(utf8_path);
   std::lock_guard<std::mutex> lock(executable_mutex);
