@@ -1,10 +1,14 @@
 // The program's own output, as a user sees it in a file: children the library starts never
 // write bytes their parent had buffered (stdio or std::cout), so a program that prints N lines
 // while it starts processes leaves exactly N well-formed lines. On every start method: fork is
-// where it could go wrong; spawn is the control.
+// where it could go wrong; spawn is the control. And in order: what the parent printed before
+// it started a child comes before the child's own lines, on every method (as in Python, which
+// flushes the parent's streams before any start).
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <set>
 #include <string>
 #include <thread>
@@ -109,6 +113,36 @@ void print_while_starting_children(std::string path, int how_printed, int how_st
          << " malformed (first: \"" << first_bad << "\"), " << seen.size() << " distinct";
 }
 
+void print_child_line(int how_printed) {
+  if (static_cast<writer>(how_printed) == writer::c_stdio) {
+    std::printf("child\n");
+  } else {
+    std::cout << "child\n";
+  }
+}
+
+/// The user's program, stdout sent to `path` (so fully buffered): a line, a child that prints
+/// its own, another line.
+void print_around_a_child(std::string path, int how_printed, mp::start_method method) {
+  if (std::freopen(path.c_str(), "w", stdout) == nullptr) std::exit(20);
+  const bool stdio = static_cast<writer>(how_printed) == writer::c_stdio;
+  if (stdio) {
+    std::printf("before\n");
+  } else {
+    std::cout << "before\n";
+  }
+  mp::process child(method, print_child_line, how_printed);
+  child.start();
+  child.join();
+  if (stdio) {
+    std::printf("after\n");
+  } else {
+    std::cout << "after\n";
+  }
+  std::fflush(stdout);
+  std::exit(child.exitcode() == 0 ? 0 : 21);
+}
+
 class program_output : public multiproc_test::method_test {
  protected:
   void run_program(writer how, starter start) {
@@ -134,6 +168,20 @@ TEST_P(program_output, stdio_lines_while_another_thread_starts_processes) {
 }
 TEST_P(program_output, stream_lines_while_another_thread_starts_processes) {
   run_program(writer::cpp_stream, starter::processes_from_a_thread);
+}
+
+TEST_P(program_output, a_childs_lines_come_after_what_its_parent_printed_before_it) {
+  for (writer how : {writer::c_stdio, writer::cpp_stream}) {
+    const std::string path = multiproc_test::temporary_path("order.txt");
+    mp::process program(method(), print_around_a_child, path, static_cast<int>(how), method());
+    program.start();
+    ASSERT_TRUE(program.join(std::chrono::seconds(60)));
+    EXPECT_EQ(program.exitcode(), 0);
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(text, "before\nchild\nafter\n") << "printed with " << static_cast<int>(how);
+    std::remove(path.c_str());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(methods, program_output,

@@ -311,10 +311,12 @@ launched launch(const launch_plan& plan) {
     case start_method::fork:
       return fork_child(plan);
     case start_method::forkserver:
+      os::flush_parent_output();  // as a fork does (os/fork.cpp), and Python on every method
       return forkserver_child(plan);
     case start_method::mpi:
       return mpi::launch(plan);
     default:
+      os::flush_parent_output();
       return spawn(plan);
   }
 }
@@ -335,6 +337,7 @@ start_method resolve_start_method(start_method method) noexcept {
 
 namespace detail {
 launched launch(const launch_plan& plan) {
+  os::flush_parent_output();  // as Python does on every method
   return spawn(plan);
 }
 }  // namespace detail

@@ -23,6 +23,14 @@ void random_bytes(void* buffer, std::size_t size);
 /// pool's owner decides what an interrupt means, and the worker follows when it ends.
 /// POSIX: SIGINT ignored. Windows: Ctrl+C ignored (SetConsoleCtrlHandler).
 void ignore_interrupts() noexcept;
+/// Before a child starts, on every start method (as Python does): what this process has
+/// printed goes out now, so the child's output comes after it, also when stdout is a file or a
+/// pipe. Only what is thread-safe to flush from the starting thread (a pool's supervisor, or
+/// whichever thread starts a process): every FILE (fflush(NULL) takes each one's lock) and the
+/// standard C++ streams while they are synced with stdio. A stream that buffers itself (after
+/// std::ios::sync_with_stdio(false)) is not thread-safe: flushing it here could race with the
+/// thread that prints; its bytes stay buffered. Portable (src/os/output.cpp).
+void flush_parent_output() noexcept;
 /// True if this process's standard error is a terminal (a console on Windows).
 bool stderr_is_terminal() noexcept;
 /// The width of the terminal standard error is, in columns; 0 if unknown.

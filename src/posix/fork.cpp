@@ -15,6 +15,7 @@
 
 #include "../os/fork.hpp"
 #include "../os/spawn.hpp"
+#include "../os/system.hpp"
 #include "descriptors.hpp"
 #include "internal.hpp"
 #include "platform.hpp"
@@ -43,22 +44,6 @@ namespace {
 template <class Char>
 bool buffers_itself(const std::basic_ios<Char>& stream) noexcept {
   return dynamic_cast<std::basic_filebuf<Char>*>(stream.rdbuf()) != nullptr;
-}
-
-/// In the parent, before forking: what it has printed goes out now, so the child's output
-/// comes after it. Only what is thread-safe to flush from this thread (a pool's supervisor, or
-/// whichever thread starts a process): every FILE (fflush(NULL) takes each one's lock) and the
-/// standard C++ streams while they are synced with stdio. A stream that buffers itself is not
-/// thread-safe: flushing it here could race with the thread that prints. Its bytes stay the
-/// parent's; the child drops its copy.
-void flush_before_fork() noexcept {
-  try {
-    if (!buffers_itself(std::cout)) std::cout.flush();
-    if (!buffers_itself(std::cerr)) std::cerr.flush();
-  } catch (...) {
-    // A stream set to throw on failure: nothing more to do for it here.
-  }
-  std::fflush(nullptr);
 }
 
 /// Forgets what a stream's buffer holds without writing it.
@@ -127,7 +112,9 @@ void forget_locks_held_at_fork(void* descriptors, void* code_cache) noexcept {
 /// can be half-way through creating a descriptor (which the child could then not close) or
 /// through the module cache. Returns fork's result; the caller restores `previous`.
 pid_t guarded_fork(sigset_t& previous) {
-  flush_before_fork();
+  // What the parent printed goes out first (os::flush_parent_output); what a stream that
+  // buffers itself holds stays the parent's, and the child drops its copy.
+  flush_parent_output();
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &previous);
