@@ -7,6 +7,7 @@ and prints them side by side, with the ratios and the targets of issue 5.
     python3 benchmarks/run.py --bench PATH --limits PATH   # use these binaries as they are
     python3 benchmarks/run.py --mpi            # and the MPI section (about 5 more minutes)
     python3 benchmarks/run.py --mpi-only       # the MPI section alone, to RESULTS-mpi.md
+    python3 benchmarks/run.py --scaling        # scaling tables alone, to RESULTS-scaling.md
 
 Steps: multiproc_limits (fork, posix_spawn, pipe ping-pong, memcpy), multiproc_bench (fork
 and spawn; forkserver for the start rows), python_bench.py (fork, spawn, forkserver). Each Google Benchmark runs
@@ -20,12 +21,18 @@ MPIPoolExecutor, each as a whole `mpiexec -n 4` job (benchmarks/mpi_compare.py),
 with -DMULTIPROC_MPI=ON (--mpi-build-dir, built if needed). Needs openmpi-bin and
 python3-mpi4py (scripts/install-deps.sh mpi). mpi4py's map of 1 M items (its default chunk is
 one item) takes about 5 minutes alone, hence one repetition by default (--mpi-repetitions).
+
+The scaling tables (--scaling, issue 15) come from benchmarks/scaling.cpp, one program's run:
+8 consecutive batches of apply_async on one pool (with Python's same batches beside them, from
+benchmarks/scaling.py), throughput on pools of 1, 2, 4 and 8 workers, and process start cost
+as the parent holds 0, 100 MB and 1 GB of touched memory. About half a minute.
 """
 import argparse
 import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -173,6 +180,41 @@ def build_mpi(build_dir, log):
                        check=True, stdout=sys.stderr)
     subprocess.run(["cmake", "--build", build_dir, "--target", "multiproc_mpi_bench",
                     "-j", str(os.cpu_count() or 2)], check=True, stdout=sys.stderr)
+
+
+def scaling_section(args, log):
+    """The scaling tables (multiproc_scaling) and the batches beside Python's, as Markdown."""
+    build_dir = os.path.abspath(args.build_dir)
+    if not args.no_build:
+        if not os.path.exists(os.path.join(build_dir, "CMakeCache.txt")):
+            build(build_dir, log)
+        subprocess.run(["cmake", "--build", build_dir, "--target", "multiproc_scaling",
+                        "-j", str(os.cpu_count() or 2)], check=True, stdout=sys.stderr)
+    binary = find_binary(build_dir, "multiproc_scaling")
+    if not binary:
+        sys.exit(f"run.py: multiproc_scaling not found in {build_dir}")
+    log("== " + binary)
+    text = subprocess.run([binary], check=True, capture_output=True, text=True,
+                          timeout=900).stdout
+    log("== python3 benchmarks/scaling.py")
+    py = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "scaling.py")],
+                                   check=True, capture_output=True, text=True,
+                                   timeout=900).stdout)["fork"]
+    mine = [float(m.group(1)) for m in re.finditer(r"^\| \d+ \| [0-9.]+ \| (\d+) \|$",
+                                                     text, re.M)][:len(py)]
+    lines = [text.rstrip(), "", "### The batches beside Python's (Pool(2), fork, the same 8 "
+             "batches in one program)", "",
+             "| batch | multiproc tasks/s | Python tasks/s | speed-up |", "|---|---|---|---|"]
+    for i, (m, p) in enumerate(zip(mine, py), 1):
+        lines.append(f"| {i} | {m:.0f} | {p:.0f} | {m / p:.1f}x |")
+    if mine:
+        spread = (max(mine) - min(mine)) / statistics.median(mine) * 100
+        worst = min(m / p for m, p in zip(mine, py))
+        lines += ["", f"Targets (issue 15): spread between batches <= 25 %: "
+                  f"{spread:.0f} % -- {'met' if spread <= 25 else 'MISSED'}; every batch "
+                  f">= 25x Python's: the slowest is {worst:.1f}x -- "
+                  f"{'met' if worst >= 25 else 'MISSED'}."]
+    return lines
 
 
 def mpi_section(args, log):
@@ -502,6 +544,12 @@ def main():
                     help="MPI jobs per side; the median is shown (default: %(default)s)")
     ap.add_argument("--mpi-out", default=os.path.join(HERE, "RESULTS-mpi.md"),
                     help="Markdown file --mpi-only writes (default: %(default)s)")
+    ap.add_argument("--scaling", action="store_true",
+                    help="run only the scaling tables (multiproc_scaling: consecutive batches, "
+                         "pool sizes, start cost against memory held) with Python's batches "
+                         "beside them; they go to stdout and to --scaling-out")
+    ap.add_argument("--scaling-out", default=os.path.join(HERE, "RESULTS-scaling.md"),
+                    help="Markdown file --scaling writes (default: %(default)s)")
     args = ap.parse_args()
     # A partial run must not replace the whole run's table and picture, which the README quotes.
     partial = (args.start_only or bool(args.bench_filter) or args.skip_python or
@@ -513,6 +561,18 @@ def main():
 
     def log(line):
         print(line, file=sys.stderr, flush=True)
+
+    if args.scaling:
+        when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        lines = scaling_section(args, log)
+        print("\n".join(lines))
+        with open(args.scaling_out, "w") as f:
+            f.write("\n".join(["# How costs grow with work, and how steady throughput is", "",
+                               f"Produced by `python3 benchmarks/run.py --scaling`, {when}, "
+                               f"on {machine_line()}; library {library_revision()}.", "",
+                               *lines, ""]))
+        log(f"== wrote {args.scaling_out}")
+        return
 
     if args.mpi_only:
         when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")

@@ -214,6 +214,7 @@ struct spare_context {
   int socket;
   long requester;
   long server;
+  char name[17];  ///< the server's command name, the child's once it has its role
 };
 
 /// A spare's life: the server's assignment, then the role as any child of the server. While
@@ -223,9 +224,6 @@ struct spare_context {
 /// server, as a forked child outlives its parent.
 int run_spare(void* context) {
   const auto& spare = *static_cast<const spare_context*>(context);
-  char own_name[17] = {};
-  ::prctl(PR_GET_NAME, own_name);
-  ::prctl(PR_SET_NAME, spare_name);
   assignment_record assignment{};
   received got = receive_record(spare.socket, &assignment, sizeof assignment);
   drop_kept(spare.socket);
@@ -242,7 +240,7 @@ int run_spare(void* context) {
       !die_with_parent(spare.server)) {
     return 0;  // the server is gone: so are the pool's workers
   }
-  ::prctl(PR_SET_NAME, own_name);
+  ::prctl(PR_SET_NAME, spare.name);
   const forked_context forked = context_from(spare.entry, assignment.role, assignment.stdio,
                                              has_directory, got.fds, spare.requester, spare.server);
   for (auto& fd : got.fds)
@@ -459,10 +457,21 @@ class server {
   void fork_spare() noexcept {
     try {
       auto [mine, theirs] = seqpacket_pair();
-      spare_context context{entry_, static_cast<int>(theirs.get()), requester_,
-                            static_cast<long>(::getpid())};
+      spare_context context{
+          entry_, static_cast<int>(theirs.get()), requester_, static_cast<long>(::getpid()), {}};
+      ::prctl(PR_GET_NAME, context.name);
       const native_handle keep[] = {theirs.get()};
-      child forked = fork_child(&run_spare, &context, keep, child_kind::process);
+      // Named before the fork, so the spare never shows under the server's name, not even in
+      // its first instant (a count of the server's children would take it for a child).
+      struct renamed_while_forking {
+        const char* own;
+        renamed_while_forking(const char* name) : own(name) { ::prctl(PR_SET_NAME, spare_name); }
+        ~renamed_while_forking() { ::prctl(PR_SET_NAME, own); }
+      };
+      child forked = [&] {
+        const renamed_while_forking renamed(context.name);
+        return fork_child(&run_spare, &context, keep, child_kind::process);
+      }();
       if (forked.handle() == invalid_handle) {
         forked.kill();
         forked.wait(std::nullopt);
