@@ -193,9 +193,13 @@ def scaling_section(args, log):
     binary = find_binary(build_dir, "multiproc_scaling")
     if not binary:
         sys.exit(f"run.py: multiproc_scaling not found in {build_dir}")
-    log("== " + binary)
-    text = subprocess.run([binary], check=True, capture_output=True, text=True,
-                          timeout=900).stdout
+    # Each part in a process of its own: what one part leaves in the heap (a pool's threads'
+    # arenas, a million results) would make the next part's forks copy more.
+    text = ""
+    for part in ("batches", "pools", "memory"):
+        log(f"== {binary} {part}")
+        text += subprocess.run([binary, part], check=True, capture_output=True, text=True,
+                               timeout=900).stdout
     log("== python3 benchmarks/scaling.py")
     py = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "scaling.py")],
                                    check=True, capture_output=True, text=True,
