@@ -93,9 +93,9 @@ class MULTIPROC_API process {
   /// ended it. POSIX: 255 if the child's status was lost: the program's own waitpid(-1, ...)
   /// reaped it, or SIGCHLD is set to SIG_IGN (the system then keeps no status; not so on
   /// forkserver, whose server reaps), or, on forkserver, the server was killed and the child
-  /// then ended by a signal or exit() (a call that returns still reads 0 or 1). Windows: -15 / -9 after this object's terminate() /
-  /// kill(); otherwise the exit code bit for bit, so abort() reads 3 and a crash its NTSTATUS
-  /// as a negative int (0xC0000005 reads -1073741819).
+  /// then ended by a signal or exit() (a call that returns still reads 0 or 1). Windows: -15 / -9
+  /// after this object's terminate() / kill(); otherwise the exit code bit for bit, so abort()
+  /// reads 3 and a crash its NTSTATUS as a negative int (0xC0000005 reads -1073741819).
   std::optional<int> exitcode() const;
   /// The child's process id; nullopt before start().
   std::optional<long> pid() const;
