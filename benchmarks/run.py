@@ -566,28 +566,25 @@ def main():
     def log(line):
         print(line, file=sys.stderr, flush=True)
 
-    if args.scaling:
+    def write_section(path, title, option, body):
+        """Prints a section alone and writes it to `path` under a heading naming the run."""
         when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-        lines = scaling_section(args, log)
-        print("\n".join(lines))
-        with open(args.scaling_out, "w") as f:
-            f.write("\n".join(["# How costs grow with work, and how steady throughput is", "",
-                               f"Produced by `python3 benchmarks/run.py --scaling`, {when}, "
+        print("\n".join(body))
+        with open(path, "w") as f:
+            f.write("\n".join([f"# {title}", "",
+                               f"Produced by `python3 benchmarks/run.py {option}`, {when}, "
                                f"on {machine_line()}; library {library_revision()}.", "",
-                               *lines, ""]))
-        log(f"== wrote {args.scaling_out}")
+                               *body, ""]))
+        log(f"== wrote {path}")
+
+    if args.scaling:
+        write_section(args.scaling_out, "How costs grow with work, and how steady throughput is",
+                      "--scaling", scaling_section(args, log))
         return
 
     if args.mpi_only:
-        when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-        lines = mpi_section(args, log)
-        print("\n".join(lines))
-        with open(args.mpi_out, "w") as f:
-            f.write("\n".join(["# multiproc over MPI beside mpi4py.futures", "",
-                               f"Produced by `python3 benchmarks/run.py --mpi-only`, {when}, "
-                               f"on {machine_line()}; library {library_revision()}.", "",
-                               "```", *lines, "```", ""]))
-        log(f"== wrote {args.mpi_out}")
+        write_section(args.mpi_out, "multiproc over MPI beside mpi4py.futures", "--mpi-only",
+                      ["```", *mpi_section(args, log), "```"])
         return
 
     t0 = time.perf_counter()

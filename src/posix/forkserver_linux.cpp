@@ -465,7 +465,9 @@ class server {
       // its first instant (a count of the server's children would take it for a child).
       struct renamed_while_forking {
         const char* own;
-        renamed_while_forking(const char* name) : own(name) { ::prctl(PR_SET_NAME, spare_name); }
+        explicit renamed_while_forking(const char* name) : own(name) {
+          ::prctl(PR_SET_NAME, spare_name);
+        }
         ~renamed_while_forking() { ::prctl(PR_SET_NAME, own); }
       };
       child forked = [&] {
