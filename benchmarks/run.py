@@ -8,6 +8,8 @@ and prints them side by side, with the ratios and the targets of issue 5.
     python3 benchmarks/run.py --mpi            # and the MPI section (about 5 more minutes)
     python3 benchmarks/run.py --mpi-only       # the MPI section alone, to RESULTS-mpi.md
     python3 benchmarks/run.py --scaling        # scaling tables alone, to RESULTS-scaling.md
+    python3 benchmarks/run.py --portable       # and the portable POSIX build beside (~1 min)
+    python3 benchmarks/run.py --portable-only  # that section alone, to RESULTS-portable.md
 
 Steps: multiproc_limits (fork, posix_spawn, pipe ping-pong, memcpy), multiproc_bench (fork
 and spawn; forkserver for the start rows), python_bench.py (fork, spawn, forkserver). Each Google Benchmark runs
@@ -26,6 +28,13 @@ The scaling tables (--scaling, issue 15) come from benchmarks/scaling.cpp, one p
 8 consecutive batches of apply_async on one pool (with Python's same batches beside them, from
 benchmarks/scaling.py), throughput on pools of 1, 2, 4 and 8 workers, and process start cost
 as the parent holds 0, 100 MB and 1 GB of touched memory. About half a minute.
+
+The portable section (--portable, issue 16) runs the same multiproc_bench rows
+(--portable-filter) on the Linux-native build and on a build with
+-DMULTIPROC_POSIX_PORTABLE=ON (--portable-build-dir, built if needed: the POSIX backend from
+portable POSIX calls only, as on macOS), one repetition of each in turn, --portable-repetitions
+times, with the ratio and what the Linux extras (pidfd, memfd through /proc/<pid>/fd, futex and
+robust mutexes, PR_SET_PDEATHSIG, the fork server) buy on each row. About a minute.
 """
 import argparse
 import datetime
@@ -55,6 +64,7 @@ LIMIT_LABELS = {
     "BM_pipe_pingpong/2": "pipe ping-pong, processes pinned to different CPUs",
     "BM_memcpy/67108864": "memcpy 64 MiB",
     "BM_memcpy/268435456": "memcpy 256 MiB",
+    "BM_memcpy_fresh_x4/268435456": "memcpy 256 MiB into fresh pages, four times",
 }
 
 # (workload key, label, limit key per start method or None). Keys are shared by
@@ -78,6 +88,8 @@ WORKLOADS = [
                                           "spawn": "BM_memcpy/67108864"}),
     ("payload/256MiB", "256 MiB argument", {"fork": "BM_memcpy/268435456",
                                             "spawn": "BM_memcpy/268435456"}),
+    ("payload_round_trip/256MiB", "256 MiB by value, there and back",
+     {"fork": "BM_memcpy_fresh_x4/268435456", "spawn": "BM_memcpy_fresh_x4/268435456"}),
     ("queue_transfer/100000", "queue: 100k items, producer process -> consumer", None),
     ("pipe_pingpong", "pipe ping-pong, one int each way", {"fork": "BM_pipe_pingpong/0",
                                                          "spawn": "BM_pipe_pingpong/0"}),
@@ -96,12 +108,47 @@ FORKSERVER_WORKLOADS = {"process_start_join", "pool_start_close_join/2",
                         "pool_start_close_join/cpu_count"}
 PY_METHODS = ["fork", "spawn", "forkserver"]
 
+# The portable POSIX section (issue 16): the same multiproc_bench rows from a build with
+# -DMULTIPROC_POSIX_PORTABLE=ON (portable POSIX calls only, as macOS has) beside the Linux-native
+# build, and what the Linux extras buy on each row. Keys as in WORKLOADS.
+PORTABLE_OPTIONS = ["-DMULTIPROC_POSIX_PORTABLE=ON", "-DMULTIPROC_BENCHMARKS=ON",
+                    "-DMULTIPROC_TESTS=OFF"]
+PORTABLE_FILTER = ("^(process_start_join|pool_start_close_join/2|apply_roundtrip|"
+                   "apply_async/20000|map_chunksize1/100000|payload/64MiB|queue_transfer/100000|"
+                   "pipe_pingpong|mutex_uncontended|mutex_pingpong)/")
+PORTABLE_BUYS = {
+    "process_start_join": "pidfd: join sleeps until the exit (portable: polls waitid, sleeping "
+                          "0.2 ms, doubling up to 20 ms)",
+    "pool_start_close_join/2": "pidfd: each worker is reaped as it exits (portable: waitid "
+                               "polled with backoff); PR_SET_PDEATHSIG (portable: a watcher "
+                               "thread per worker)",
+    "apply_roundtrip": "none on this path: the same channel messages in both builds",
+    "apply_async/20000": "the claim ledger's block (a worker holds many tiny tasks): memfd "
+                         "opened through /proc/<pid>/fd (portable: shm_open'd, sent once per "
+                         "worker by SCM_RIGHTS)",
+    "map_chunksize1/100000": "as apply_async: the claim ledger's block, memfd (portable: "
+                             "shm_open'd, sent by SCM_RIGHTS)",
+    "payload/64MiB": "memfd payload block, pwrite'd, opened through /proc/<pid>/fd (portable: "
+                     "shm_open'd + unlinked, filled through the mapping, sent by SCM_RIGHTS)",
+    "queue_transfer/100000": "futex wake-ups and a robust mutex (portable: a lock word and a "
+                             "pthread mutex + condvar); the producer's join on a pidfd",
+    "pipe_pingpong": "none: the same socket calls in both builds (a control row for the noise)",
+    "mutex_uncontended": "a robust pthread mutex (portable: compare-and-swap of a pid + ticket "
+                         "lock word)",
+    "mutex_pingpong": "futex sleep and wake (portable: sleeping on a process-shared pthread "
+                      "mutex + condvar, rung by the releaser)",
+}
+PORTABLE_FORKSERVER = ("the fork server itself (it needs pidfds and SO_PASSCRED): the "
+                       "portable build has none")
+
 # The targets of issues 5 and 11, as time ratios (lower is better) or an absolute time, per
 # (workload, start method):
 # ("py", x): multiproc time <= Python time (same start method) / x, i.e. at least x times faster;
 # ("limit", x): multiproc time <= x * the limit's time. For bandwidth, ">= 0.5x memcpy" is a
 # time at most 2x memcpy's for the same bytes.
 # ("under", s): multiproc time itself <= s seconds (issue 11: the 256 MiB hand-over < 1 ms).
+# ("copies", x): at least x times the speed of the four-copy limit, i.e. multiproc time <=
+# the limit's time / x (issue 11: a by-value round trip against four copies into fresh pages).
 TARGETS = {
     ("process_start_join", "fork"): [("py", 8), ("limit", 1.5)],
     ("process_start_join", "spawn"): [("py", 20), ("limit", 1.3)],
@@ -117,6 +164,8 @@ TARGETS = {
     ("map_default/1000000", "spawn"): [("py", 5)],
     ("payload/256MiB", "fork"): [("limit", 2.0)],
     ("payload/256MiB", "spawn"): [("limit", 2.0)],
+    ("payload_round_trip/256MiB", "fork"): [("copies", 0.8)],
+    ("payload_round_trip/256MiB", "spawn"): [("copies", 0.8)],
     ("queue_transfer/100000", "fork"): [("py", 20)],
     ("queue_transfer/100000", "spawn"): [("py", 20)],
     ("pipe_pingpong", "fork"): [("limit", 1.3)],
@@ -143,6 +192,8 @@ def target_text(kind, x):
         return f"under {fmt_time(x)}"
     if kind == "py":
         return f">={x:g}x faster than Py"
+    if kind == "copies":
+        return f">={x:g}x the four-copy limit"
     if x == 2.0:
         return ">=0.5x memcpy bandwidth"
     return f"<={x:g}x limit"
@@ -171,14 +222,40 @@ def build(build_dir, log):
                    check=True, stdout=sys.stderr)
 
 
-def build_mpi(build_dir, log):
-    """Brings multiproc_mpi_bench in `build_dir` up to date (configuring it the first time)."""
+def native_binaries(args, log):
+    """multiproc_bench and multiproc_limits of the Linux-native build: --bench and --limits as
+    given, else those of --build-dir, built (or brought up to date) unless --no-build."""
+    bench, limits = args.bench, args.limits
+    if not bench or not limits:
+        build_dir = os.path.abspath(args.build_dir)
+        found_b = find_binary(build_dir, "multiproc_bench") if os.path.isdir(build_dir) else None
+        found_l = find_binary(build_dir, "multiproc_limits") if os.path.isdir(build_dir) else None
+        if (not bench and not found_b) or (not limits and not found_l):
+            if args.no_build:
+                sys.exit(f"run.py: multiproc_bench / multiproc_limits not found in {build_dir}")
+            if not shutil.which("cmake"):
+                sys.exit("run.py: cmake not found; pass --bench and --limits")
+            build(build_dir, log)
+        else:
+            # Found: still bring them up to date with the sources (a no-op when they are).
+            if not args.no_build and os.path.exists(os.path.join(build_dir, "CMakeCache.txt")):
+                subprocess.run(["cmake", "--build", build_dir, "--target", "multiproc_bench",
+                                "multiproc_limits", "-j", str(os.cpu_count() or 2)],
+                               check=True, stdout=sys.stderr)
+        bench = bench or find_binary(build_dir, "multiproc_bench")
+        limits = limits or find_binary(build_dir, "multiproc_limits")
+    return bench, limits
+
+
+def build_variant(build_dir, options, target, log):
+    """Brings `target` in `build_dir` up to date, configuring the directory the first time as a
+    Release build with the CMake `options` (the MPI build, the portable POSIX build)."""
     if not os.path.exists(os.path.join(build_dir, "CMakeCache.txt")):
-        log(f"== building into {build_dir} (Release, MULTIPROC_MPI=ON)")
+        log(f"== building into {build_dir} (Release, "
+            f"{', '.join(o.removeprefix('-D') for o in options)})")
         subprocess.run(["cmake", "-S", REPO, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
-                        "-DMULTIPROC_MPI=ON", "-DMULTIPROC_EXAMPLES=OFF"],
-                       check=True, stdout=sys.stderr)
-    subprocess.run(["cmake", "--build", build_dir, "--target", "multiproc_mpi_bench",
+                        *options, "-DMULTIPROC_EXAMPLES=OFF"], check=True, stdout=sys.stderr)
+    subprocess.run(["cmake", "--build", build_dir, "--target", target,
                     "-j", str(os.cpu_count() or 2)], check=True, stdout=sys.stderr)
 
 
@@ -225,7 +302,7 @@ def mpi_section(args, log):
     """The MPI rows as lines of text (also valid Markdown inside a code block)."""
     build_dir = os.path.abspath(args.mpi_build_dir)
     if not args.no_build:
-        build_mpi(build_dir, log)
+        build_variant(build_dir, ["-DMULTIPROC_MPI=ON"], "multiproc_mpi_bench", log)
     t0 = time.perf_counter()
     try:
         results = mpi_compare.compare(build_dir, args.mpi_repetitions, log)
@@ -235,6 +312,48 @@ def mpi_section(args, log):
             f"{mpi_compare.RANKS} ranks of this machine, median of {args.mpi_repetitions} "
             f"job(s) each ({time.perf_counter() - t0:.0f} s):", "",
             *mpi_compare.table_lines(results)]
+
+
+def portable_section(args, log, bench):
+    """multiproc_bench's --portable-filter rows from `bench` (Linux-native) and from the portable
+    POSIX build, run in turn, as Markdown lines (issue 16)."""
+    build_dir = os.path.abspath(args.portable_build_dir)
+    cache = os.path.join(build_dir, "CMakeCache.txt")
+    if os.path.exists(cache):
+        with open(cache) as f:
+            if not re.search(r"^MULTIPROC_POSIX_PORTABLE:BOOL=(ON|1|TRUE|YES)$", f.read(),
+                             re.M | re.I):
+                sys.exit(f"run.py: {build_dir} is not configured with "
+                         "-DMULTIPROC_POSIX_PORTABLE=ON; name another --portable-build-dir")
+    if not args.no_build:
+        build_variant(build_dir, PORTABLE_OPTIONS, "multiproc_bench", log)
+    portable = find_binary(build_dir, "multiproc_bench") if os.path.isdir(build_dir) else None
+    if not portable:
+        sys.exit(f"run.py: multiproc_bench not found in {build_dir}")
+    # The same rows on both builds, one repetition of each in turn, so that the machine's load
+    # changing during the run (another program, a build) falls on both alike instead of
+    # reading as a difference between them.
+    samples, times = ({}, {}), [0.0, 0.0]
+    for _round in range(args.portable_repetitions):
+        for side, binary in enumerate((bench, portable)):
+            res, _ctx, elapsed = run_gbench(binary,
+                                            [f"--benchmark_filter={args.portable_filter}"], 1,
+                                            args.min_time, log, 300)
+            times[side] += elapsed
+            for name, r in res.items():
+                samples[side].setdefault(name, []).append(r["median"])
+    results = [{name: stats(v) for name, v in side.items()} for side in samples]
+    return [f"multiproc_bench of the Linux-native build ({os.path.relpath(bench, REPO)}) and of "
+            f"the portable POSIX build ({os.path.relpath(portable, REPO)}: "
+            "-DMULTIPROC_POSIX_PORTABLE=ON, portable POSIX calls only, as on macOS), the same "
+            f"rows (`--benchmark_filter='{args.portable_filter}'`), {args.portable_repetitions} "
+            f"repetition(s) x >= {args.min_time:g} s of each, the two builds in turn; times: "
+            f"native {times[0]:.0f} s, portable {times[1]:.0f} s.",
+            "Each cell: median of the repetitions ±(max-min)/(2*median). portable/native is a "
+            "time ratio: above 1 the portable build is slower, by what the Linux extras buy "
+            "there. The control rows (apply round trip, pipe ping-pong: the same code in both "
+            "builds) show how far the ratio moves by noise alone.", "",
+            *portable_table(*results)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,7 +487,7 @@ def build_rows(mp_res, py_res, lim_res):
                     got, bound = (mp["median"] if mp else None), x
                 else:
                     got = r_py if kind == "py" else r_lim
-                    bound = 1 / x if kind == "py" else x
+                    bound = 1 / x if kind in ("py", "copies") else x
                 if got is None:
                     checks.append((target_text(kind, x), "n/a", None))
                     continue
@@ -414,6 +533,31 @@ def md_table(rows):
         cells = [c.replace("|", "\\|") for c in row_cells(r)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def portable_table(native, portable):
+    """The portable section's table: a row per workload and start method either build measured,
+    in WORKLOADS' order (rows WORKLOADS does not know last, by name)."""
+    labels = {key: label for key, label, _limits in WORKLOADS}
+    names = [f"{key}/{m}" for key in labels for m in METHODS]
+    names += sorted((set(native) | set(portable)) - set(names))
+    lines = ["| workload | start method | Linux-native | portable | portable/native | "
+             "what the Linux extras buy |", "|---|---|---|---|---|---|"]
+    for name in names:
+        nat, por = native.get(name), portable.get(name)
+        if not nat and not por:
+            continue
+        key, _, method = name.rpartition("/")
+        if method == "forkserver":
+            buys = PORTABLE_FORKSERVER
+        else:
+            buys = PORTABLE_BUYS.get(key, "-")
+        ratio = por["median"] / nat["median"] if nat and por else None
+        cells = [labels.get(key, key), method, fmt_stat(nat),
+                 fmt_stat(por) if por or method != "forkserver" else "absent",
+                 f"{ratio:.2f}" if ratio else "-", buys]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines
 
 
 def bandwidth_lines(mp_res, py_res, lim_res):
@@ -548,6 +692,23 @@ def main():
                     help="MPI jobs per side; the median is shown (default: %(default)s)")
     ap.add_argument("--mpi-out", default=os.path.join(HERE, "RESULTS-mpi.md"),
                     help="Markdown file --mpi-only writes (default: %(default)s)")
+    ap.add_argument("--portable", action="store_true",
+                    help="also run the portable section (the portable POSIX build's rows beside "
+                         "the Linux-native ones)")
+    ap.add_argument("--portable-only", action="store_true",
+                    help="run only the portable section; it goes to stdout and to "
+                         "--portable-out")
+    ap.add_argument("--portable-build-dir", default=os.path.join(REPO, "build-bench-portable"),
+                    help="CMake build directory with -DMULTIPROC_POSIX_PORTABLE=ON (default: "
+                         "%(default)s)")
+    ap.add_argument("--portable-repetitions", type=int, default=3,
+                    help="Google Benchmark repetitions for both builds in the portable section "
+                         "(default: %(default)s)")
+    ap.add_argument("--portable-filter", default=PORTABLE_FILTER,
+                    help="--benchmark_filter for both builds in the portable section (default: "
+                         "%(default)s)")
+    ap.add_argument("--portable-out", default=os.path.join(HERE, "RESULTS-portable.md"),
+                    help="Markdown file --portable-only writes (default: %(default)s)")
     ap.add_argument("--scaling", action="store_true",
                     help="run only the scaling tables (multiproc_scaling: consecutive batches, "
                          "pool sizes, start cost against memory held) with Python's batches "
@@ -587,26 +748,14 @@ def main():
                       ["```", *mpi_section(args, log), "```"])
         return
 
+    if args.portable_only:
+        write_section(args.portable_out, "Portable POSIX build beside Linux-native",
+                      "--portable-only",
+                      portable_section(args, log, native_binaries(args, log)[0]))
+        return
+
     t0 = time.perf_counter()
-    bench, limits = args.bench, args.limits
-    if not bench or not limits:
-        build_dir = os.path.abspath(args.build_dir)
-        found_b = find_binary(build_dir, "multiproc_bench") if os.path.isdir(build_dir) else None
-        found_l = find_binary(build_dir, "multiproc_limits") if os.path.isdir(build_dir) else None
-        if (not bench and not found_b) or (not limits and not found_l):
-            if args.no_build:
-                sys.exit(f"run.py: multiproc_bench / multiproc_limits not found in {build_dir}")
-            if not shutil.which("cmake"):
-                sys.exit("run.py: cmake not found; pass --bench and --limits")
-            build(build_dir, log)
-        else:
-            # Found: still bring them up to date with the sources (a no-op when they are).
-            if not args.no_build and os.path.exists(os.path.join(build_dir, "CMakeCache.txt")):
-                subprocess.run(["cmake", "--build", build_dir, "--target", "multiproc_bench",
-                                "multiproc_limits", "-j", str(os.cpu_count() or 2)],
-                               check=True, stdout=sys.stderr)
-        bench = bench or find_binary(build_dir, "multiproc_bench")
-        limits = limits or find_binary(build_dir, "multiproc_limits")
+    bench, limits = native_binaries(args, log)
     t_build = time.perf_counter() - t0
 
     lim_res, lim_ctx, t_lim = run_gbench(limits, [], args.repetitions, args.min_time, log, 120)
@@ -624,6 +773,7 @@ def main():
 
     rows = build_rows(mp_res, py_res, lim_res)
     mpi_lines = mpi_section(args, log) if args.mpi else []
+    portable_lines = portable_section(args, log, bench) if args.portable else []
     total = time.perf_counter() - t0
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     build_type = mp_ctx.get("library_build_type", "?")
@@ -642,7 +792,9 @@ def main():
     text = "\n".join([*intro, "", text_table(rows), "", "Payload bandwidth:",
                       *bandwidth_lines(mp_res, py_res, lim_res), "", "Machine limits:",
                       *limits_lines(lim_res), "", *summary_lines(rows),
-                      *(["", "MPI:", *mpi_lines] if mpi_lines else [])])
+                      *(["", "MPI:", *mpi_lines] if mpi_lines else []),
+                      *(["", "Portable POSIX build beside Linux-native:", *portable_lines]
+                        if portable_lines else [])])
     print(text)
 
     md = ["# multiproc benchmark results", "",
@@ -650,7 +802,9 @@ def main():
           "number means).", "", *intro, "", md_table(rows), "", "## Payload bandwidth", "",
           *bandwidth_lines(mp_res, py_res, lim_res), "", "## Machine limits (multiproc_limits)",
           "", *limits_lines(lim_res), "", "## Targets (issue 5)", "", *summary_lines(rows), "",
-          *(["## MPI (issue 12)", "", "```", *mpi_lines, "```", ""] if mpi_lines else [])]
+          *(["## MPI (issue 12)", "", "```", *mpi_lines, "```", ""] if mpi_lines else []),
+          *(["## Portable POSIX build beside Linux-native (issue 16)", "", *portable_lines, ""]
+            if portable_lines else [])]
     with open(args.out, "w") as f:
         f.write("\n".join(md))
     log(f"== wrote {args.out}; total {total:.0f} s")

@@ -98,7 +98,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     default:
       header.kind = core::frame_kind::task;
-      core::forget_task(header, body);
+      multiproc::detail::os::channel none;  // Linux: the token names the parent's descriptor
+      core::forget_task(header, body, none);
       break;
   }
   return 0;

@@ -43,7 +43,8 @@ std::vector<std::string> seeds() {
     core::result_frame frame(result, 5);
     result += "payload";
     multiproc::detail::os::shared_block none;
-    frame.finish(core::task_outcome{}, 17, none, 0);
+    std::vector<multiproc::detail::os::native_handle> attached;
+    frame.finish(core::task_outcome{}, 17, none, 0, attached);
     frames += result;
   }
   with_pattern(0, frames);

@@ -123,7 +123,8 @@ std::string seed(std::uint8_t which, const core::task_outcome& outcome, const st
     core::set_frame_flags(frame, 0, core::body_in_block);
     core::end_frame(frame, 0);
   } else {
-    result.finish(outcome, 5, none, 0);
+    std::vector<os::native_handle> attached;
+    result.finish(outcome, 5, none, 0, attached);
   }
   core::frame_header header;
   std::memcpy(&header, frame.data(), sizeof header);
@@ -174,7 +175,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::uint64_t token = 0;
     std::memcpy(&token, body + 1, 8);
     if (token == symbolic_token) {
-      token = static_cast<std::uint64_t>(real_block().export_to_parent());
+      std::vector<os::native_handle> attached;  // stays empty on Linux
+      token = static_cast<std::uint64_t>(real_block().export_to_parent(attached));
       std::memcpy(body + 1, &token, 8);
     }
   }
@@ -195,7 +197,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   std::string releases;
-  core::result_payload payload = core::read_result(header, body, this_process(), releases);
+  os::channel none;  // Linux: the token names the worker's descriptor, none travels
+  core::result_payload payload = core::read_result(header, body, this_process(), none, releases);
 
   if (claims_block) {
     const auto frames = multiproc_fuzz::split_frames(releases);

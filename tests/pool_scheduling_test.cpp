@@ -58,6 +58,30 @@ bool barrier_party(std::string stem, int party, int parties, int limit_ms) {
   return true;
 }
 
+/// The payload back, its last byte one more than its first.
+std::vector<char> mark_last(std::vector<char> payload) {
+  payload.back() = static_cast<char>(payload.front() + 1);
+  return payload;
+}
+
+/// Tasks whose argument and result (256 KiB each) travel in shared blocks, each its own fill.
+std::vector<mp::async_result<std::vector<char>>> submit_large_tasks(mp::pool& pool, int count) {
+  std::vector<mp::async_result<std::vector<char>>> results;
+  for (int i = 0; i < count; ++i)
+    results.push_back(
+        pool.apply_async(mark_last, std::vector<char>(256 * 1024, static_cast<char>(i))));
+  return results;
+}
+
+void expect_large_results(const std::vector<mp::async_result<std::vector<char>>>& results) {
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const std::vector<char> back = results[i].get();
+    ASSERT_EQ(back.size(), std::size_t{256 * 1024}) << "task " << i;
+    EXPECT_EQ(back.front(), static_cast<char>(i)) << "task " << i << " got another's payload";
+    EXPECT_EQ(back.back(), static_cast<char>(i + 1)) << "task " << i;
+  }
+}
+
 /// 20 000 tiny tasks: afterwards the pool believes tasks are tiny and batches them.
 void teach_tiny_tasks(mp::pool& pool) {
   std::vector<mp::async_result<int>> results;
@@ -153,6 +177,26 @@ TEST_P(pool_scheduling, tiny_tasks_after_rebalancing_all_run_exactly_once) {
   EXPECT_TRUE(waiter.get());
   expect_tiny_results(results);
   maker.get();
+  std::remove(path.c_str());
+}
+
+TEST_P(pool_scheduling, large_tasks_taken_back_run_once_with_their_own_payloads) {
+  // Arguments and results over the spill threshold travel in shared blocks, which the portable
+  // POSIX build hands over as descriptors riding with the frames. Tasks queued behind the
+  // blocked waiter are taken back and run on the other worker; the waiter's worker skips their
+  // frames, and the tasks it runs afterwards must still find their own blocks.
+  mp::pool pool(options(2));
+  teach_tiny_tasks(pool);
+  const std::string path = multiproc_test::temporary_path("made");
+  auto waiter = pool.apply_async(wait_for_file, path, limit_ms);
+  auto napper = pool.apply_async(nap, 300);  // the other worker is busy while tasks queue up
+  auto queued = submit_large_tasks(pool, 40);
+  auto maker = pool.apply_async(make_file, path);
+  EXPECT_TRUE(waiter.get()) << "the maker never ran while the waiter waited";
+  expect_large_results(queued);
+  maker.get();
+  napper.get();
+  expect_large_results(submit_large_tasks(pool, 40));  // both workers take these
   std::remove(path.c_str());
 }
 

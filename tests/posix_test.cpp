@@ -413,10 +413,6 @@ TEST_F(posix_memory, large_payload_costs_about_one_copy_in_transit) {
 #if defined(MULTIPROC_TEST_SANITIZED)
   GTEST_SKIP() << "a sanitizer's allocator changes what peak memory means";
 #endif
-#if defined(MULTIPROC_TEST_POSIX_PORTABLE)
-  GTEST_SKIP() << "the portable POSIX build has no payload blocks: a large payload travels "
-                  "through the channel, encoded and buffered (README, Backends)";
-#endif
   for (auto method : multiproc_test::pool_methods()) {
     mp::process p(mp::start_method::spawn, measure_quarter_gigabyte_round_trip,
                   static_cast<int>(method));

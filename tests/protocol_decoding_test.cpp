@@ -140,7 +140,9 @@ TEST_F(protocol_decoding, result_string_length_is_not_allocated_before_its_bytes
   std::string releases;
   bool decoded = true;
   const long growth = peak_growth_kib([&] {
-    const core::result_payload payload = core::read_result(header, body.data(), self, releases);
+    os::channel none;  // an inline result brings no descriptor
+    const core::result_payload payload =
+        core::read_result(header, body.data(), self, none, releases);
     ASSERT_FALSE(payload.error);
     std::string value;
     try {
@@ -292,13 +294,6 @@ TEST_F(protocol_decoding, chunk_invoker_run_without_a_result_stream_is_refused) 
 #if defined(__linux__)
 namespace {
 
-/// Payload blocks exist on Linux outside the portable POSIX build (there, as on macOS, large
-/// payloads travel through the channel and no block is ever claimed).
-#define SKIP_WITHOUT_PAYLOAD_BLOCKS()                                                     \
-  if (!os::shared_block::supported()) {                                                   \
-    GTEST_SKIP() << "no payload blocks in this build (portable POSIX): nothing to claim"; \
-  }
-
 /// A real block of one page holding `fill`, as a peer would hold it.
 os::shared_block page_block(char fill) {
   os::shared_block block = os::shared_block::create(4096);
@@ -307,10 +302,22 @@ os::shared_block page_block(char fill) {
   return block;
 }
 
-/// In a child of the test: opens its parent's block `token` claiming `claimed` bytes, as a
-/// worker does for a task in a block, and reads the last claimed byte. Exits 0 if the open
-/// refused the claim, 2 if it mapped it and the read worked (dies of SIGBUS if it did not).
-void open_parents_block(std::uint64_t token, std::uint64_t claimed) {
+/// Sends one byte with `attached` from `pair.first` and reads it at `pair.second`, as a frame
+/// naming a block arrives: where descriptors travel (portable POSIX), the block's is then
+/// waiting there. Returns `pair.second`.
+os::channel& arrived(std::pair<os::channel, os::channel>& pair,
+                     const std::vector<os::native_handle>& attached) {
+  const char byte = 0;
+  pair.first.write_all(&byte, 1, attached);
+  char got = 1;
+  EXPECT_EQ(pair.second.read_some(&got, 1), 1U);
+  return pair.second;
+}
+
+/// Reads a task frame naming block `token` with `claimed` bytes, from `from`, as a worker
+/// does. True if read_task refused the claim; otherwise reads the last claimed byte (SIGBUS
+/// past the block's end) and says false.
+bool task_claim_refused(std::uint64_t token, std::uint64_t claimed, os::channel& from) {
   std::string body;
   core::append_u64(body, token);
   core::append_u64(body, claimed);
@@ -323,14 +330,24 @@ void open_parents_block(std::uint64_t token, std::uint64_t claimed) {
                                   1};
   core::task_body task;
   try {
-    task = core::read_task(header, body.data());
+    task = core::read_task(header, body.data(), from);
   } catch (const std::exception&) {
-    std::_Exit(0);
+    return true;
   }
   volatile char last = task.data[task.size - 1];
   (void)last;
-  std::_Exit(2);
+  return false;
 }
+
+#if !defined(MULTIPROC_TEST_POSIX_PORTABLE)
+/// In a child of the test: opens its parent's block `token` (a descriptor number of the
+/// parent's, opened through /proc) claiming `claimed` bytes. Exits 0 if the open refused the
+/// claim, 2 if it mapped it and the read worked (dies of SIGBUS if it did not).
+void open_parents_block(std::uint64_t token, std::uint64_t claimed) {
+  os::channel none;
+  std::_Exit(task_claim_refused(token, claimed, none) ? 0 : 2);
+}
+#endif
 
 }  // namespace
 
@@ -339,10 +356,10 @@ void open_parents_block(std::uint64_t token, std::uint64_t claimed) {
 // result reads past the memfd's end: SIGBUS kills the parent. The claimed size must be checked
 // against the block's real size (fstat) and refused with serialization_error (issue 9 item 4).
 TEST_F(protocol_decoding, result_block_claimed_larger_than_it_is_gives_serialization_error) {
-  SKIP_WITHOUT_PAYLOAD_BLOCKS();
   os::shared_block block = page_block('r');
+  std::vector<os::native_handle> attached;
   std::string body(1, static_cast<char>(core::result_status::ok));
-  core::append_u64(body, block.export_to_parent());
+  core::append_u64(body, block.export_to_parent(attached));
   core::append_u64(body, std::uint64_t{1} << 20);  // the block has 4096 bytes
   const core::frame_header header{static_cast<std::uint32_t>(body.size()),
                                   core::frame_kind::result,
@@ -352,8 +369,10 @@ TEST_F(protocol_decoding, result_block_claimed_larger_than_it_is_gives_serializa
                                   0,
                                   9};
   const os::child self(os::current_pid(), os::invalid_handle);  // the "worker" is this process
+  auto pair = os::make_channel_pair();
+  os::channel& from = arrived(pair, attached);
   std::string releases;
-  const core::result_payload payload = core::read_result(header, body.data(), self, releases);
+  const core::result_payload payload = core::read_result(header, body.data(), self, from, releases);
   EXPECT_FALSE(releases.empty()) << "the block is released either way";
   ASSERT_TRUE(payload.error) << "a result claiming 1 MiB of a 4 KiB block was mapped at "
                              << payload.block_size << " bytes: decoding it would read past the "
@@ -365,20 +384,29 @@ TEST_F(protocol_decoding, result_block_claimed_larger_than_it_is_gives_serializa
   } catch (const std::exception& e) {
     ADD_FAILURE() << "not a serialization_error: " << e.what();
   }
+  EXPECT_FALSE(from.take_attached()) << "the block's descriptor was left on the channel";
 }
 
 // The same on the worker's side: a task (or a ledger frame) naming its parent's block with a
 // size larger than the block is mapped at that size, and the worker dies of SIGBUS reading
 // it. read_task must refuse it (the worker then answers bad_arguments).
 TEST_F(protocol_decoding, task_block_claimed_larger_than_it_is_is_refused_by_the_worker) {
-  SKIP_WITHOUT_PAYLOAD_BLOCKS();
   os::shared_block block = page_block('t');
-  mp::process child(mp::start_method::fork, open_parents_block, block.export_to_child({}),
-                    std::uint64_t{1} << 20);
+  std::vector<os::native_handle> attached;
+  const std::uint64_t token = block.export_to_child({}, attached);
+#if defined(MULTIPROC_TEST_POSIX_PORTABLE)
+  // The descriptor travels with the frame: the worker's side is played here, on a channel.
+  auto pair = os::make_channel_pair();
+  os::channel& from = arrived(pair, attached);
+  EXPECT_TRUE(task_claim_refused(token, std::uint64_t{1} << 20, from));
+  EXPECT_FALSE(from.take_attached()) << "the block's descriptor was left on the channel";
+#else
+  mp::process child(mp::start_method::fork, open_parents_block, token, std::uint64_t{1} << 20);
   child.start();
   child.join();
   EXPECT_EQ(child.exitcode(), 0) << "2: the claim was mapped; -7: the worker died of SIGBUS "
                                  << "reading past the block's end";
+#endif
 }
 #endif
 

@@ -29,4 +29,11 @@ process_facts read_process_facts();
 /// The live children of `parent` whose command name (as ps shows it) is `name`.
 std::vector<long> children_named(long parent, const std::string& name);
 
+#if defined(__linux__)
+/// True if `target` (a descriptor's link in /proc/<pid>/fd, or a path in /proc/<pid>/maps) is
+/// one of the library's shared blocks: a memfd, or the portable build's unlinked shared memory
+/// object.
+bool names_shared_block(const std::string& target);
+#endif
+
 }  // namespace multiproc_test

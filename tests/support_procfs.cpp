@@ -81,16 +81,19 @@ void count_children(int& live, int& zombies) {
   });
 }
 
-/// What the library's shared blocks look like (src/posix/shared_block_linux.cpp: memfd_create's
-/// name "multiproc-payload"): Linux shows a memfd as "/memfd:<name> (deleted)" both as a
-/// descriptor's link and as a mapping's path. Large payloads never appear in /dev/shm.
-constexpr char shared_block_prefix[] = "/memfd:multiproc";
+}  // namespace
 
+// What the library's shared blocks look like, both as a descriptor's link and as a mapping's
+// path: a memfd (src/posix/shared_block_linux.cpp: memfd_create's names "multiproc-...") is
+// "/memfd:multiproc-payload (deleted)"; the portable build's shared memory objects
+// (shared_block_portable.cpp), unlinked at birth, are "/dev/shm/mp<pid>.<n>.<salt> (deleted)".
 bool names_shared_block(const std::string& target) {
-  return target.rfind(shared_block_prefix, 0) == 0;
+  return target.rfind("/memfd:multiproc", 0) == 0 || target.rfind("/dev/shm/mp", 0) == 0;
 }
 
-/// This process's descriptors that are the library's memfds.
+namespace {
+
+/// This process's descriptors that are the library's shared blocks.
 int count_shared_block_descriptors() {
   DIR* dir = ::opendir("/proc/self/fd");
   if (dir == nullptr) return 0;
@@ -106,7 +109,7 @@ int count_shared_block_descriptors() {
   return count;
 }
 
-/// This process's mappings of the library's memfds (a block mapped from a peer holds no
+/// This process's mappings of the library's shared blocks (a block mapped from a peer holds no
 /// descriptor: only its mapping shows a leak).
 int count_shared_block_mappings() {
   std::ifstream maps("/proc/self/maps");

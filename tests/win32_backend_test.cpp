@@ -162,17 +162,21 @@ TEST_F(win32_shared_block, create_grow_export_open) {
   EXPECT_EQ(block.data()[(3 << 20) - 1], 0);
 
   os::child self = child_for_self();
+  std::vector<os::native_handle> attached;  // stays empty: Windows duplicates handles
+  os::channel none;
   os::shared_block received =
-      os::shared_block::open_from_parent(block.export_to_child(self), block.size());
+      os::shared_block::open_from_parent(block.export_to_child(self, attached), block.size(), none);
   EXPECT_EQ(std::memcmp(received.data(), "payload", 7), 0);
   received.data()[0] = 'P';  // the same memory, not a copy
   EXPECT_EQ(block.data()[0], 'P');
 
   os::shared_block back =
-      os::shared_block::open_from_child(self, block.export_to_parent(), block.size());
+      os::shared_block::open_from_child(self, block.export_to_parent(attached), block.size(), none);
   EXPECT_EQ(back.data()[0], 'P');
-  EXPECT_THROW(os::shared_block::open_from_child(self, block.export_to_parent(), 64U << 20),
-               std::system_error);  // larger than the section
+  EXPECT_THROW(
+      os::shared_block::open_from_child(self, block.export_to_parent(attached), 64U << 20, none),
+      std::system_error);  // larger than the section
+  EXPECT_TRUE(attached.empty());
 }
 
 TEST_F(win32_code_identity, main_program_and_system_modules) {

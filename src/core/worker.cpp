@@ -30,11 +30,12 @@ std::uint32_t microseconds_since(clock::time_point started) {
       std::min<long long>(elapsed, std::numeric_limits<std::uint32_t>::max()));
 }
 
-/// Runs one task frame and appends its result frame to `out`. A result too large for the
-/// channel is left in a shared block, held in `held` until the parent releases it.
+/// Runs one task frame (read from `channel`) and appends its result frame to `out`. A result
+/// too large for the channel is left in a shared block, held in `held` until the parent
+/// releases it (portable POSIX: its descriptor added to `attached`, for the write).
 void answer_task(const frame_header& header, const char* body, handle_list& handles,
-                 std::string& out, std::unordered_map<std::uint64_t, os::shared_block>& held,
-                 bool shared_blocks) {
+                 os::channel& channel, std::string& out, std::vector<os::native_handle>& attached,
+                 std::unordered_map<std::uint64_t, os::shared_block>& held, bool shared_blocks) {
   result_frame frame(out, header.id);
   task_outcome outcome;
   os::shared_block result_block;
@@ -42,7 +43,7 @@ void answer_task(const frame_header& header, const char* body, handle_list& hand
   const auto started = clock::now();
   task_body task;
   try {
-    task = read_task(header, body);
+    task = read_task(header, body, channel);
   } catch (const std::exception& e) {
     outcome.status = result_status::bad_arguments;
     outcome.message = std::string("could not map the arguments' shared block: ") + e.what();
@@ -55,7 +56,7 @@ void answer_task(const frame_header& header, const char* body, handle_list& hand
                             task.block ? &task.block : nullptr);
   }
   task.block = os::shared_block();
-  frame.finish(outcome, microseconds_since(started), result_block, result_block_size);
+  frame.finish(outcome, microseconds_since(started), result_block, result_block_size, attached);
   if (outcome.status == result_status::ok && result_block) {
     held.emplace(header.id, std::move(result_block));
   }
@@ -69,10 +70,12 @@ int run_worker(os::channel& channel, frame_reader& reader, bool shared_blocks) {
   // death, after which this worker ends with it), not each worker on its own.
   os::ignore_interrupts();
   std::string out;
+  std::vector<os::native_handle> attached;  // descriptors of result blocks in `out`
   std::unordered_map<std::uint64_t, os::shared_block> held;
   auto flush = [&] {
-    if (!out.empty()) channel.write_all(out.data(), out.size());
+    if (!out.empty()) channel.write_all(out.data(), out.size(), attached);
     out.clear();
+    attached.clear();
   };
   // The claim ledger, when the pool sent one (ledger.hpp): each task is claimed before it
   // runs, so the pool can take back those it sent but this worker has not started.
@@ -98,13 +101,13 @@ int run_worker(os::channel& channel, frame_reader& reader, bool shared_blocks) {
           }
           ++tasks_read;  // counted from the first task, ledger or not (ledger.hpp)
           if (ledger && !ledger->claim(tasks_read)) {
-            forget_task(header, body);
+            forget_task(header, body, channel);
             append_skipped(out, header.id);
             break;
           }
           // Each result leaves before the next task starts: if that task crashes the worker,
           // the parent knows exactly which task was running, and no finished one is lost.
-          answer_task(header, body, handles, out, held, shared_blocks);
+          answer_task(header, body, handles, channel, out, attached, held, shared_blocks);
           flush();
           break;
         case frame_kind::ledger:
@@ -112,7 +115,7 @@ int run_worker(os::channel& channel, frame_reader& reader, bool shared_blocks) {
           // it then runs anyway. Exiting instead, it started none of them.
           try {
             const ledger_location where = read_ledger(header, body);
-            ledger_block = os::shared_block::open_from_parent(where.token, where.size);
+            ledger_block = os::shared_block::open_from_parent(where.token, where.size, channel);
             ledger.emplace(ledger_block.data() + where.offset);
           } catch (const std::exception& e) {
             std::fprintf(stderr, "multiproc: worker cannot map its claim ledger: %s; exiting\n",

@@ -8,14 +8,16 @@
 #include <utility>
 #include <vector>
 
+#include "channel.hpp"
 #include "child.hpp"
 #include "handle.hpp"
 
 namespace multiproc::detail::os {
 
 /// A read-write shared mapping, freed by the OS once no process maps or holds it, so a
-/// process dying at any point leaks nothing (memfd on Linux, a section on Windows). Nothing
-/// is named: a peer opens it through the sender's handle. Move-only.
+/// process dying at any point leaks nothing (memfd on Linux, a section on Windows, a
+/// shm_open'd object unlinked at birth in portable POSIX). Nothing is named: a peer opens it
+/// through the sender's handle, or receives the handle itself. Move-only.
 class shared_block {
  public:
   shared_block() = default;
@@ -38,17 +40,20 @@ class shared_block {
   shared_block& operator=(const shared_block&) = delete;
   ~shared_block() { unmap(); }
 
-  /// True where this platform has shared blocks (else payloads travel through the channel).
+  /// True where this platform has shared blocks (else payloads travel through the channel):
+  /// Linux, portable POSIX (macOS) and Windows today.
   static bool supported() noexcept;
   /// A new zero-filled block. Throws std::system_error.
   static shared_block create(std::size_t size);
   /// Makes the block at least `size` bytes, keeping its contents. Throws std::system_error.
-  /// Windows: the contents move to a new section, so tokens exported before name the old one.
+  /// Windows and portable POSIX: the contents move to a new object (macOS sizes a shared memory
+  /// object only once), so tokens exported before name the old one.
   void grow(std::size_t size);
   /// Copies `count` bytes into the block at `offset` (offset + count <= size()). On Linux
   /// through the descriptor (pwrite): the kernel fills the pages without faulting them into
-  /// this process's mapping, which on a fresh block costs more than the copy itself. Throws
-  /// std::system_error.
+  /// this process's mapping, which on a fresh block costs more than the copy itself. Portable
+  /// POSIX: through the mapping (macOS's shared memory objects cannot be written with pwrite).
+  /// Throws std::system_error.
   void write(std::size_t offset, const void* bytes, std::size_t count);
   /// Gives back the memory behind the whole pages inside [offset, offset + count), for
   /// every process that maps the block, once nobody will read those bytes again (they read
@@ -64,19 +69,28 @@ class shared_block {
   explicit operator bool() const noexcept { return data_ != nullptr; }
 
   /// Parent side: a token with which `receiver` can open this block (open_from_parent).
-  /// Windows: the token is a handle duplicated into the receiver, which owns it from then on.
-  std::uint64_t export_to_child(const child& receiver);
+  /// Linux: the number of this process's descriptor, which the receiver opens through
+  /// /proc/<pid>/fd. Portable POSIX (macOS): the descriptor itself travels, added to
+  /// `attached` for the write that carries the frame (the caller keeps this block until that
+  /// write); the token is 0. Windows: a handle duplicated into the receiver, which owns it from
+  /// then on. Throws std::system_error.
+  std::uint64_t export_to_child(const child& receiver, std::vector<native_handle>& attached);
   /// Child side: a token with which the parent can open this block (open_from_child), valid
-  /// while this block lives.
-  std::uint64_t export_to_parent();
+  /// while this block lives. Portable POSIX: the descriptor is added to `attached`, as above.
+  std::uint64_t export_to_parent(std::vector<native_handle>& attached);
   /// Child side: maps the block the parent exported, without faulting its pages in (the
-  /// reader prefetches what it is about to read). Throws std::system_error.
-  static shared_block open_from_parent(std::uint64_t token, std::size_t size);
-  /// Parent side: maps the block `sender` exported. Throws std::system_error.
-  static shared_block open_from_child(const child& sender, std::uint64_t token, std::size_t size);
+  /// reader prefetches what it is about to read). Portable POSIX: the block's descriptor is the
+  /// next one that arrived on `from` (so a frame's handles are taken before its block). Throws
+  /// std::system_error, or std::runtime_error if no descriptor came.
+  static shared_block open_from_parent(std::uint64_t token, std::size_t size, channel& from);
+  /// Parent side: maps the block `sender` exported (portable POSIX: the next descriptor that
+  /// arrived on `from`). Throws std::system_error, or std::runtime_error if none came.
+  static shared_block open_from_child(const child& sender, std::uint64_t token, std::size_t size,
+                                      channel& from);
   /// Child side: gives up a token the parent exported without mapping it (a task that will
-  /// not run here). Windows closes the duplicated handle; POSIX has nothing to free.
-  static void forget_from_parent(std::uint64_t token) noexcept;
+  /// not run here). Windows closes the duplicated handle; portable POSIX takes the descriptor
+  /// that came on `from` and closes it; Linux has nothing to free.
+  static void forget_from_parent(std::uint64_t token, channel& from) noexcept;
 
   /// A block for a shared object (mp::queue, mp::pipe, mp::shared_memory...): `size` bytes,
   /// zero-filled, its handle of the travelling kind (it reaches other processes by

@@ -54,8 +54,12 @@ char** environment() noexcept;
 /// elsewhere nothing (there the name comes from the image's own path).
 void take_parent_name(long parent) noexcept;
 
-/// Asks the kernel to kill this process when its parent ends (Linux: PR_SET_PDEATHSIG).
-/// Elsewhere nothing: a worker then learns of its parent's end from its channel only.
+/// See os::prepare_fresh_memory (src/os/system.hpp): Linux asks for huge pages and faults the
+/// range in; the portable build does nothing.
+void prepare_fresh_memory(void* data, std::size_t bytes) noexcept;
+
+/// Makes this process end (SIGKILL) when its parent ends. Linux: PR_SET_PDEATHSIG. Portable
+/// POSIX (macOS): a detached watcher thread that sees the process re-parented within 200 ms.
 void kill_me_when_parent_dies() noexcept;
 
 /// When process `pid` started, in the platform's units (Linux: clock ticks since boot, from

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -93,6 +94,21 @@ void shared_block::grow(std::size_t size) {
   size_ = size;
 }
 
+void shared_block::write(std::size_t offset, const void* bytes, std::size_t count) {
+  const char* from = static_cast<const char*>(bytes);
+  while (count > 0) {
+    const ssize_t n =
+        ::pwrite(static_cast<int>(handle_.get()), from, count, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw posix::last_error("multiproc: writing a shared block");
+    }
+    from += n;
+    offset += static_cast<std::size_t>(n);
+    count -= static_cast<std::size_t>(n);
+  }
+}
+
 void shared_block::discard(std::size_t offset, std::size_t count) noexcept {
   if (data_ == nullptr || offset >= size_) return;
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
@@ -152,14 +168,14 @@ shared_block shared_block::map_received(owned_handle handle, std::size_t size, b
 
 void shared_block::make_usable(std::size_t, std::size_t) {}
 
-std::uint64_t shared_block::export_to_child(const child&) {
+std::uint64_t shared_block::export_to_child(const child&, std::vector<native_handle>&) {
   return static_cast<std::uint64_t>(handle_.get());
 }
-std::uint64_t shared_block::export_to_parent() {
+std::uint64_t shared_block::export_to_parent(std::vector<native_handle>&) {
   return static_cast<std::uint64_t>(handle_.get());
 }
 
-shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t size) {
+shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t size, channel&) {
   shared_block block;
   block.data_ = map_peer(posix::logical_parent(), token, size, false);
   block.size_ = size;
@@ -167,11 +183,15 @@ shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t siz
 }
 
 shared_block shared_block::open_from_child(const child& sender, std::uint64_t token,
-                                           std::size_t size) {
+                                           std::size_t size, channel&) {
   shared_block block;
   block.data_ = map_peer(sender.pid(), token, size, true);
   block.size_ = size;
   return block;
+}
+
+void shared_block::forget_from_parent(std::uint64_t, channel&) noexcept {
+  // The token names the parent's own descriptor: nothing was handed to this process.
 }
 
 }  // namespace multiproc::detail::os

@@ -1,12 +1,10 @@
 // Shared blocks with portable POSIX only (macOS, the BSDs; MULTIPROC_POSIX_PORTABLE on Linux).
-// A shared object's block (mp::queue, mp::pipe, mp::shared_memory...) is shm_open'd under a
-// random name that is unlinked at once, so only descriptors name it and the system frees it
-// with the last of them; it reaches other processes by descriptor (fork inheritance, spawn's
-// inherited descriptors, descriptor passing), as on Linux. Payload blocks are not offered:
-// the peer would have to open the sender's descriptor, which Linux does through /proc/<pid>/fd
-// and macOS cannot, so large payloads travel through the channel
-// (src/core/protocol/codec.cpp checks shared_block::supported()), and the pool's claim ledger
-// is not made (one task per worker at a time).
+// Every block -- a shared object's (mp::queue, mp::pipe, mp::shared_memory...), a large
+// payload's, the pool's claim ledger -- is shm_open'd under a random name that is unlinked at
+// once, so only descriptors name it and the system frees it with the last of them. A peer
+// cannot open the sender's descriptor (Linux does that through /proc/<pid>/fd; macOS has no
+// such thing), so the descriptor itself travels: attached to the channel write that carries
+// the frame naming the block (SCM_RIGHTS), and taken by the reader in frame order.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -16,6 +14,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <stdexcept>
 #include <system_error>
 
 #include "../os/shared_block.hpp"
@@ -26,11 +25,6 @@
 namespace multiproc::detail::os {
 
 namespace {
-[[noreturn]] void unsupported() {
-  throw std::system_error(std::make_error_code(std::errc::function_not_supported),
-                          "multiproc: shared blocks");
-}
-
 char* map_descriptor(int fd, std::size_t size) {
   void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (data == MAP_FAILED) throw posix::last_error("multiproc: mapping a shared object");
@@ -38,9 +32,9 @@ char* map_descriptor(int fd, std::size_t size) {
 }
 
 /// An unnamed shared memory object: shm_open'd under a fresh name, unlinked at once (a crash
-/// in between is the only way to leave a name behind). Close-on-exec, registered. The caller
-/// holds the descriptor creation lock.
-int open_unnamed_locked() {
+/// in between is the only way to leave a name behind). Close-on-exec, registered as `kind`.
+/// The caller holds the descriptor creation lock.
+int open_unnamed_locked(handle_kind kind) {
   static std::atomic<unsigned> serial{0};
   for (int attempt = 0; attempt < 64; ++attempt) {
     unsigned char noise[8];
@@ -58,39 +52,80 @@ int open_unnamed_locked() {
     }
     ::shm_unlink(name);
     posix::platform::set_cloexec(fd);  // shm_open sets it by POSIX; cheap to be sure
-    posix::register_descriptor(fd, handle_kind::travelling);
+    posix::register_descriptor(fd, kind);
     return fd;
   }
   throw std::system_error(std::make_error_code(std::errc::file_exists),
                           "multiproc: creating a shared object");
 }
+
+/// A new unnamed object of `size` bytes. Sparse by nature on Linux and macOS alike: ftruncate
+/// allocates nothing. macOS sizes a shared memory object once only, which is all this does.
+owned_handle sized_unnamed(std::size_t size, handle_kind kind) {
+  owned_handle handle;
+  {
+    const posix::creating_descriptors guard;
+    handle = owned_handle(open_unnamed_locked(kind), kind);
+  }
+  if (::ftruncate(static_cast<int>(handle.get()), static_cast<off_t>(size)) != 0) {
+    throw posix::last_error("multiproc: sizing a shared object");
+  }
+  return handle;
+}
+
+/// The descriptor of the block a frame names: the next one that arrived on `from`.
+owned_handle take_arrived(channel& from) {
+  owned_handle handle = from.take_attached();
+  if (!handle) throw std::runtime_error("multiproc: a frame names a shared block that never came");
+  return handle;
+}
 }  // namespace
 
 bool shared_block::supported() noexcept {
-  return false;
+  return true;
 }
-shared_block shared_block::create(std::size_t) {
-  unsupported();
-}
-void shared_block::grow(std::size_t) {
-  unsupported();
-}
-void shared_block::discard(std::size_t, std::size_t) noexcept {}
-void shared_block::prefetch(std::size_t, std::size_t) noexcept {}
-std::uint64_t shared_block::export_to_child(const child&) {
-  unsupported();
-}
-shared_block shared_block::create_shared(std::size_t size, bool) {
-  // Sparse by nature on Linux and macOS alike: ftruncate allocates nothing. macOS sizes a
-  // shared memory object once only, which is all this does.
+
+shared_block shared_block::create(std::size_t size) {
+  // A payload block or the claim ledger: internal, so a forked child closes it.
   shared_block block;
-  {
-    const posix::creating_descriptors guard;
-    block.handle_ = owned_handle(open_unnamed_locked(), handle_kind::travelling);
-  }
-  if (::ftruncate(static_cast<int>(block.handle_.get()), static_cast<off_t>(size)) != 0) {
-    throw posix::last_error("multiproc: sizing a shared object");
-  }
+  block.handle_ = sized_unnamed(size, handle_kind::internal);
+  block.data_ = map_descriptor(static_cast<int>(block.handle_.get()), size);
+  block.size_ = size;
+  return block;
+}
+
+void shared_block::grow(std::size_t size) {
+  if (size <= size_) return;
+  // macOS sizes a shared memory object once only: the contents move to a new one (the codec
+  // doubles the block as it fills, so the moves cost less than one more copy in all).
+  shared_block bigger = create(size);
+  std::memcpy(bigger.data_, data_, size_);
+  *this = std::move(bigger);
+}
+
+void shared_block::write(std::size_t offset, const void* bytes, std::size_t count) {
+  std::memcpy(data_ + offset, bytes, count);
+}
+
+void shared_block::discard(std::size_t, std::size_t) noexcept {
+  // No portable call gives back part of a shared memory object: its pages go with the block.
+}
+
+void shared_block::prefetch(std::size_t, std::size_t) noexcept {}
+
+std::uint64_t shared_block::export_to_child(const child&, std::vector<native_handle>& attached) {
+  attached.push_back(handle_.get());
+  return 0;
+}
+
+std::uint64_t shared_block::export_to_parent(std::vector<native_handle>& attached) {
+  attached.push_back(handle_.get());
+  return 0;
+}
+
+shared_block shared_block::create_shared(std::size_t size, bool) {
+  shared_block block;
+  block.handle_ = sized_unnamed(size, handle_kind::travelling);
   block.data_ = map_descriptor(static_cast<int>(block.handle_.get()), size);
   block.size_ = size;
   return block;
@@ -110,14 +145,22 @@ shared_block shared_block::map_received(owned_handle handle, std::size_t size, b
   return block;
 }
 void shared_block::make_usable(std::size_t, std::size_t) {}
-std::uint64_t shared_block::export_to_parent() {
-  unsupported();
+
+shared_block shared_block::open_from_parent(std::uint64_t, std::size_t size, channel& from) {
+  shared_block block = map_received(take_arrived(from), size, false);
+  block.handle_.reset();  // the mapping keeps the memory; no fork of this process inherits it
+  return block;
 }
-shared_block shared_block::open_from_parent(std::uint64_t, std::size_t) {
-  unsupported();
+
+shared_block shared_block::open_from_child(const child&, std::uint64_t, std::size_t size,
+                                           channel& from) {
+  shared_block block = map_received(take_arrived(from), size, false);
+  block.handle_.reset();
+  return block;
 }
-shared_block shared_block::open_from_child(const child&, std::uint64_t, std::size_t) {
-  unsupported();
+
+void shared_block::forget_from_parent(std::uint64_t, channel& from) noexcept {
+  from.take_attached();  // closed as it goes: the frame after this one finds its own
 }
 
 }  // namespace multiproc::detail::os

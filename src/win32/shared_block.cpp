@@ -77,7 +77,7 @@ void shared_block::discard(std::size_t, std::size_t) noexcept {
   // the last view and handle.
 }
 
-std::uint64_t shared_block::export_to_child(const child& receiver) {
+std::uint64_t shared_block::export_to_child(const child& receiver, std::vector<native_handle>&) {
   // The duplicate belongs to the receiver from now on; it is freed with the receiver if the
   // receiver never opens it.
   HANDLE duplicate = nullptr;
@@ -88,13 +88,13 @@ std::uint64_t shared_block::export_to_child(const child& receiver) {
   return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(duplicate));
 }
 
-std::uint64_t shared_block::export_to_parent() {
+std::uint64_t shared_block::export_to_parent(std::vector<native_handle>&) {
   // The parent duplicates this handle out of this process itself (open_from_child), which a
   // child cannot do the other way round: it holds no handle to its parent.
   return static_cast<std::uint64_t>(handle_.get());
 }
 
-shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t size) {
+shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t size, channel&) {
   shared_block block;
   // Owned from here on, so that a failed mapping still closes it.
   block.handle_ = owned_handle(static_cast<native_handle>(token));
@@ -104,7 +104,7 @@ shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t siz
 }
 
 shared_block shared_block::open_from_child(const child& sender, std::uint64_t token,
-                                           std::size_t size) {
+                                           std::size_t size, channel&) {
   // Without DUPLICATE_CLOSE_SOURCE: the sender's own block still owns its handle.
   HANDLE duplicate = nullptr;
   if (!DuplicateHandle(as_handle(sender.handle()), as_handle(static_cast<native_handle>(token)),
@@ -163,7 +163,7 @@ void shared_block::make_usable(std::size_t offset, std::size_t count) {
   }
 }
 
-void shared_block::forget_from_parent(std::uint64_t token) noexcept {
+void shared_block::forget_from_parent(std::uint64_t token, channel&) noexcept {
   // export_to_child duplicated the handle into this process: it is ours to close.
   CloseHandle(as_handle(static_cast<native_handle>(token)));
 }

@@ -131,8 +131,9 @@ bool pool_impl::give_ledger_locked(worker_slot& slot) {
     ledger_unavailable_ = true;  // no shared memory here: one task per worker, for good
     return false;
   }
+  const std::size_t attached_before = slot.outbox_attached.size();
   try {
-    const std::uint64_t token = ledger_.export_to_child(slot.child);
+    const std::uint64_t token = ledger_.export_to_child(slot.child, slot.outbox_attached);
     claim_word word(ledger_.data() + slot.ledger_offset);
     word.start_at(slot.tasks_sent);
     append_ledger(slot.outbox, {token, ledger_.size(), slot.ledger_offset});
@@ -140,6 +141,7 @@ bool pool_impl::give_ledger_locked(worker_slot& slot) {
     return true;
   } catch (const std::exception&) {
     // This worker only (it may have just died): one task at a time until it is replaced.
+    slot.outbox_attached.resize(attached_before);
     slot.ledger_refused = true;
     return false;
   }

@@ -122,7 +122,8 @@ void pool_impl::read_results(worker_slot& slot) {
           break;
         }
         case frame_kind::result:
-          batch.push_back({nullptr, 0, read_result(header, body, slot.child, releases)});
+          batch.push_back(
+              {nullptr, 0, read_result(header, body, slot.child, slot.channel, releases)});
           ids.push_back(header.id);
           elapsed.push_back(header.elapsed_us);
           break;

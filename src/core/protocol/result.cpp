@@ -12,14 +12,15 @@ result_frame::result_frame(std::string& out, std::uint64_t id)
 }
 
 void result_frame::finish(const task_outcome& outcome, std::uint32_t elapsed_us,
-                          os::shared_block& result_block, std::size_t result_block_size) {
+                          os::shared_block& result_block, std::size_t result_block_size,
+                          std::vector<os::native_handle>& attached) {
   set_frame_elapsed(out_, at_, elapsed_us);
   if (outcome.status != result_status::ok) {
     out_.resize(status_at_);
     append_outcome(out_, outcome);
   } else if (result_block) {
     out_.resize(result_start_);
-    append_u64(out_, result_block.export_to_parent());
+    append_u64(out_, result_block.export_to_parent(attached));
     append_u64(out_, result_block_size);
     set_frame_flags(out_, at_, body_in_block);
   }
@@ -41,7 +42,7 @@ task_outcome read_outcome(body_reader& reader) {
 }
 
 result_payload read_result(const frame_header& header, const char* body, const os::child& sender,
-                           std::string& releases) {
+                           os::channel& from, std::string& releases) {
   result_payload result;
   try {
     body_reader reader(body, header.body_size);
@@ -52,7 +53,7 @@ result_payload read_result(const frame_header& header, const char* body, const o
         const std::uint64_t token = reader.u64();
         result.block_size = static_cast<std::size_t>(reader.u64());
         try {
-          result.block = os::shared_block::open_from_child(sender, token, result.block_size);
+          result.block = os::shared_block::open_from_child(sender, token, result.block_size, from);
         } catch (const std::exception& e) {
           result.error = std::make_exception_ptr(serialization_error(
               serialization_error::phase::decode_result,

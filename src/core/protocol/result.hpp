@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "../../os/child.hpp"
 #include "../../os/shared_block.hpp"
@@ -24,9 +25,10 @@ class result_frame {
   std::size_t result_start() const noexcept { return result_start_; }
   /// Finishes the frame. If `outcome` is not ok, the result bytes are replaced by the
   /// outcome; if the result went into `result_block`, the frame carries its token and size
-  /// (the caller keeps the block until the parent's release).
+  /// (the caller keeps the block until the parent's release; portable POSIX: its descriptor
+  /// is added to `attached`, to be written with the frame).
   void finish(const task_outcome& outcome, std::uint32_t elapsed_us, os::shared_block& result_block,
-              std::size_t result_block_size);
+              std::size_t result_block_size, std::vector<os::native_handle>& attached);
 
  private:
   std::string& out_;
@@ -42,11 +44,12 @@ struct result_payload {
   std::size_t block_size = 0;
   std::exception_ptr error;  ///< remote_error, or serialization_error naming the phase
 };
-/// Decodes a result frame from `sender`. A result in a block is mapped and a release frame
-/// for it appended to `releases` (to send back). Never throws for what the frame says:
+/// Decodes a result frame from `sender`, read from `from`. A result in a block is mapped
+/// (portable POSIX: the block's descriptor is the next that arrived on `from`) and a release
+/// frame for it appended to `releases` (to send back). Never throws for what the frame says:
 /// failures become `error`.
 result_payload read_result(const frame_header& header, const char* body, const os::child& sender,
-                           std::string& releases);
+                           os::channel& from, std::string& releases);
 
 /// Appends a release frame for the result block of task `id`.
 void append_release(std::string& out, std::uint64_t id);

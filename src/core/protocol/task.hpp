@@ -30,11 +30,14 @@ struct task_body {
   std::size_t size = 0;
   os::shared_block block;
 };
-/// Reads a task frame's body, mapping its block if it has one. Throws std::system_error if
-/// the block cannot be mapped, std::runtime_error if the frame is malformed.
-task_body read_task(const frame_header& header, const char* body);
-/// Worker side, for a task frame it will not run: gives up the block token it carries.
-void forget_task(const frame_header& header, const char* body) noexcept;
+/// Reads a task frame's body, mapping its block if it has one (portable POSIX: the block's
+/// descriptor is the next that arrived on `from`, after the frame's handles). Throws
+/// std::system_error if the block cannot be mapped, std::runtime_error if the frame is
+/// malformed.
+task_body read_task(const frame_header& header, const char* body, os::channel& from);
+/// Worker side, for a task frame it will not run: gives up the block it carries (the token,
+/// or the descriptor that came on `from`).
+void forget_task(const frame_header& header, const char* body, os::channel& from) noexcept;
 
 struct encoded_call;
 /// Appends the initializer frame a pool worker gets first: `call`, or an empty body for "no
