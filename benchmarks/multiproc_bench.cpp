@@ -15,6 +15,8 @@
 //   map_chunksize1/100000          pool.map(square, 100 000 ints, chunksize 1)
 //   map_default/100000, /1000000   pool.map(square, xs) with the default chunksize
 //   payload/<size>                 pool.apply(size_of, std::vector<char>(size)): bytes/s
+//   payload_round_trip/256MiB      pool.apply(same_bytes, std::vector<char>(256 MiB)): the
+//                                  bytes there and back, four copies into fresh pages
 //   queue_transfer/100000          a producer process puts 100 000 ints on an mp::queue, this
 //                                  process gets them (the producer's start and join included)
 //   pipe_pingpong                  one int sent over mp::pipe to an echoing process and back
@@ -59,6 +61,8 @@ const char* method_name(mp::start_method method) {
       return "forkserver";
     case mp::start_method::automatic:
       return "auto";
+    case mp::start_method::mpi:
+      return "mpi";
   }
   return "unknown";
 }
@@ -171,6 +175,24 @@ void payload(benchmark::State& state, mp::start_method method, std::size_t bytes
     }
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * bytes));
+}
+
+std::vector<char> same_bytes(std::vector<char> payload) {
+  return payload;
+}
+
+void payload_round_trip(benchmark::State& state, mp::start_method method, std::size_t bytes) {
+  mp::pool pool = make_pool(method, mp::cpu_count());
+  warm_up(pool);
+  const std::vector<char> data(bytes, 'p');
+  for (auto _ : state) {
+    const std::vector<char> back = pool.apply(same_bytes, data);
+    if (back.size() != bytes || back[bytes - 1] != 'p') {
+      state.SkipWithError("the payload came back damaged");
+      break;
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * bytes * 2));
 }
 
 void put_ints(mp::queue<int> q, int count) {
@@ -362,6 +384,10 @@ void register_all() {
           size_label{"256MiB", std::size_t{256} << 20}}) {
       reg(std::string("payload/") + s.label, m, payload, s.bytes)->Unit(benchmark::kMillisecond);
     }
+  }
+  for (auto m : methods) {
+    reg("payload_round_trip/256MiB", m, payload_round_trip, std::size_t{256} << 20)
+        ->Unit(benchmark::kMillisecond);
   }
   for (auto m : methods) {
     reg("queue_transfer/100000", m, queue_transfer, 100000)->Unit(benchmark::kMillisecond);

@@ -40,6 +40,10 @@ def size_of(payload):
     return len(payload)
 
 
+def same_bytes(payload):
+    return payload
+
+
 KIB = 1024
 MIB = 1024 * KIB
 
@@ -179,6 +183,17 @@ def bench_method(method, args, log, res, save):
             record(f"payload/{label}", r,
                    f"  {size / r['median'] / 1e6:.0f} MB/s")
             del payload
+
+        # The by-value round trip: 256 MiB to a worker and the same bytes back.
+        payload = bytes(256 * MIB)
+
+        def round_trip_run(payload=payload):
+            pool.apply(same_bytes, (payload,))
+        r = sample(round_trip_run, lo, hi, budget)
+        r["bytes"] = 2 * len(payload)
+        record("payload_round_trip/256MiB", r,
+               f"  {len(payload) / r['median'] / 1e6:.0f} MB/s each way")
+        del payload
 
     # concurrent.futures: what mp::wait / mp::as_completed stand for.
     with concurrent.futures.ProcessPoolExecutor(ncpu, mp_context=ctx) as ex:

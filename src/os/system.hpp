@@ -31,6 +31,11 @@ void ignore_interrupts() noexcept;
 /// std::ios::sync_with_stdio(false)) is not thread-safe: flushing it here could race with the
 /// thread that prints; its bytes stay buffered. Portable (src/os/output.cpp).
 void flush_parent_output() noexcept;
+/// Asks for [data, data + bytes), memory about to be written whole for the first time, to be
+/// backed by huge pages and faulted in at once. Linux: madvise MADV_HUGEPAGE, then
+/// MADV_POPULATE_WRITE (5.14+). Portable POSIX (macOS) and Windows: nothing (Windows' large
+/// pages need a privilege programs seldom hold). Never fails.
+void prepare_fresh_memory(void* data, std::size_t bytes) noexcept;
 /// True if this process's standard error is a terminal (a console on Windows).
 bool stderr_is_terminal() noexcept;
 /// The width of the terminal standard error is, in columns; 0 if unknown.

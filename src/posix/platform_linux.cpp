@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -11,6 +12,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -127,6 +129,23 @@ unsigned affinity_cpu_count() noexcept {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof set, &set) == 0) return static_cast<unsigned>(CPU_COUNT(&set));
   return 0;
+}
+
+void prepare_fresh_memory(void* data, std::size_t bytes) noexcept {
+#if defined(MADV_POPULATE_WRITE)
+  constexpr int populate_write = MADV_POPULATE_WRITE;
+#else
+  constexpr int populate_write = 23;  // Linux 5.14; older kernels refuse it with EINVAL
+#endif
+  // Only the whole pages inside the range: the ones at its ends may hold the allocator's data.
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(data);
+  const std::uintptr_t first = (begin + page - 1) / page * page;
+  const std::uintptr_t last = (begin + bytes) / page * page;
+  if (last <= first) return;
+  void* const range = reinterpret_cast<void*>(first);
+  ::madvise(range, last - first, MADV_HUGEPAGE);
+  ::madvise(range, last - first, populate_write);
 }
 
 void fill_random(void* buffer, std::size_t size) {

@@ -108,6 +108,8 @@ unsigned affinity_cpu_count() noexcept {
   return 0;
 }
 
+void prepare_fresh_memory(void*, std::size_t) noexcept {}
+
 void fill_random(void* buffer, std::size_t size) {
   const int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
   if (fd < 0) {

@@ -76,6 +76,10 @@ unsigned thread_count() noexcept {
   return threads > 1000000 ? 0 : static_cast<unsigned>(threads);
 }
 
+void prepare_fresh_memory(void* data, std::size_t bytes) noexcept {
+  posix::platform::prepare_fresh_memory(data, bytes);
+}
+
 void ignore_interrupts() noexcept {
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;

@@ -110,6 +110,10 @@ unsigned thread_count() noexcept {
   return 0;  // not needed: the automatic start method is spawn on Windows, whatever the threads
 }
 
+void prepare_fresh_memory(void*, std::size_t) noexcept {
+  // Large pages on Windows need SeLockMemoryPrivilege, which programs seldom hold.
+}
+
 void ignore_interrupts() noexcept {
   SetConsoleCtrlHandler(nullptr, TRUE);  // ignores Ctrl+C; inherited by its children
 }

@@ -9,10 +9,16 @@
 #include <multiproc/detail/message.hpp>
 #include <multiproc/errors.hpp>
 
+#include "../../os/system.hpp"
+
 namespace multiproc::detail {
 
 // The key function: the class's type information lives in the library, once.
 sized_input_buffer::~sized_input_buffer() = default;
+
+void prepare_fresh_storage(void* data, std::size_t bytes) noexcept {
+  os::prepare_fresh_memory(data, bytes);
+}
 
 namespace {
 
