@@ -30,6 +30,13 @@ struct state {
   /// Set by wake_all() under the mutex; the system call is made by unlock(), after the mutex
   /// is released, so that the woken find it free rather than sleep again on it at once.
   std::atomic<std::uint32_t> wake_pending;
+  /// 1 while someone holds the mutex (set after taking it, cleared before giving it back), so
+  /// a spinning locker reads until it looks free instead of hammering the mutex's word with
+  /// failed trylocks, each a write to the line its holder needs.
+  std::atomic<std::uint32_t> held;
+  /// Processes in wait() (spinning or asleep), counted under the mutex: wake_all() moves the
+  /// sequence only when one is there to see it.
+  std::atomic<std::uint32_t> waiting;
 };
 static_assert(sizeof(state) <= shared_sync::memory_size);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
@@ -126,6 +133,8 @@ shared_sync shared_sync::create(void* memory) {
   s->sequence.store(0);
   s->sleepers.store(0);
   s->wake_pending.store(0);
+  s->held.store(0);
+  s->waiting.store(0);
   return adopt(memory, {});
 }
 
@@ -133,17 +142,27 @@ shared_sync::outcome shared_sync::lock(std::optional<std::chrono::nanoseconds> t
   auto& s = state_at(memory_);
   // glibc's robust mutexes sleep at the first collision: spin a little on trylock first.
   int tried = EBUSY;
-  if (spin_until(*spin_, [&] { return (tried = pthread_mutex_trylock(&s.mutex)) != EBUSY; })) {
-    return interpret(tried, s.mutex);
+  outcome got;
+  if (spin_until(*spin_, [&] {
+        return s.held.load(std::memory_order_relaxed) == 0 &&
+               (tried = pthread_mutex_trylock(&s.mutex)) != EBUSY;
+      })) {
+    got = interpret(tried, s.mutex);
+  } else if (!timeout) {
+    got = interpret(pthread_mutex_lock(&s.mutex), s.mutex);
+  } else {
+    const timespec deadline = monotonic_after(*timeout);
+    got = interpret(pthread_mutex_clocklock(&s.mutex, CLOCK_MONOTONIC, &deadline), s.mutex);
   }
-  if (!timeout) return interpret(pthread_mutex_lock(&s.mutex), s.mutex);
-  const timespec deadline = monotonic_after(*timeout);
-  return interpret(pthread_mutex_clocklock(&s.mutex, CLOCK_MONOTONIC, &deadline), s.mutex);
+  if (got != outcome::timed_out) s.held.store(1, std::memory_order_relaxed);
+  return got;
 }
 
 void shared_sync::unlock() noexcept {
   auto& s = state_at(memory_);
-  const bool wake = s.wake_pending.exchange(0) != 0;
+  const bool wake =
+      s.wake_pending.load(std::memory_order_relaxed) != 0 && s.wake_pending.exchange(0) != 0;
+  s.held.store(0, std::memory_order_relaxed);
   pthread_mutex_unlock(&s.mutex);
   // A sleeper counted after this look had seen the sequence before wake_all() bumped it (it
   // read it under the mutex): its futex call returns at once.
@@ -156,6 +175,7 @@ void shared_sync::unlock() noexcept {
 shared_sync::outcome shared_sync::wait(std::optional<std::chrono::nanoseconds> timeout) {
   auto& s = state_at(memory_);
   const std::uint32_t seen = s.sequence.load();
+  s.waiting.fetch_add(1);
   unlock();
   // A wake-up that comes within the spin costs no system call on either side.
   if (!spin_until(*spin_, [&] { return s.sequence.load() != seen; })) {
@@ -168,11 +188,15 @@ shared_sync::outcome shared_sync::wait(std::optional<std::chrono::nanoseconds> t
               timeout ? &span : nullptr, nullptr, 0);
     s.sleepers.fetch_sub(1);
   }
-  return lock(std::nullopt);
+  const outcome got = lock(std::nullopt);
+  s.waiting.fetch_sub(1);
+  return got;
 }
 
 void shared_sync::wake_all() noexcept {
   auto& s = state_at(memory_);
+  // Under the mutex: a process in wait() counted itself before it let the mutex go.
+  if (s.waiting.load(std::memory_order_relaxed) == 0) return;
   s.sequence.fetch_add(1);
   s.wake_pending.store(1);  // the call itself is made by unlock()
 }
