@@ -215,6 +215,77 @@ TEST_P(found_defects, maxtasksperchild_counts_tasks_run_not_tasks_taken_back) {
   pool.join();
 }
 
+#if MULTIPROC_HAS_FORK
+/// Waits (30 s at most, a hang guard) until `path` exists; true if it did.
+bool wait_until_exists(std::string path) {
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!std::ifstream(path).good()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+std::size_t payload_size(std::vector<char> payload) {
+  return payload.size();
+}
+
+/// In a fresh process (its descriptor limit is its own): a pool on `method` whose one worker
+/// is blocked; this process is left 32 free descriptors, then 300 tasks with 256 KiB
+/// arguments (each in a shared block, one descriptor each) are submitted. Exits 0 if every
+/// submit either ran right or failed at once with a serialization_error naming the limit, at
+/// least one failed, and nothing hung; 2 if none failed, 3 for a wrong or untyped outcome.
+void submit_large_tasks_past_the_descriptor_limit(int method, std::string path) {
+  int code = 0;
+  {
+    mp::pool pool(mp::pool_options{1, {}, 0, static_cast<mp::start_method>(method)});
+    auto blocker = pool.apply_async(wait_until_exists, path);
+    const std::string staged = path + ".staged";
+    std::ofstream(staged) << "go\n";  // renamed into place later: no descriptor needed then
+    const int lowest_free = ::dup(0);
+    ::close(lowest_free);
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    limit.rlim_cur = static_cast<rlim_t>(lowest_free + 32);
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+    int refused = 0;
+    std::vector<mp::async_result<std::size_t>> results;
+    for (int i = 0; i < 300; ++i) {
+      try {
+        results.push_back(pool.apply_async(payload_size, std::vector<char>(256 * 1024, 1)));
+      } catch (const mp::serialization_error& e) {
+        ++refused;
+        if (std::string(e.what()).find("Too many open files") == std::string::npos) code = 3;
+      }
+    }
+    std::rename(staged.c_str(), path.c_str());
+    if (!blocker.get(30s)) code = 3;
+    for (auto& result : results) {
+      if (result.get(30s) != 256 * 1024) code = 3;
+    }
+    if (code == 0 && refused == 0) code = 2;
+  }
+  std::remove(path.c_str());
+  std::exit(code);
+}
+
+// Finding (review of the portable build's descriptor-passing blocks): each queued large task
+// holds a descriptor until its result is in, so a program can reach its descriptor limit by
+// queueing them. The submit past the limit must fail with a serialization_error that says so
+// (the portable build said "no random bytes for the spawn secret", a start_error, because it
+// opened /dev/urandom to name the block); the tasks queued before it run; nothing hangs.
+TEST_P(found_defects, large_tasks_queued_past_the_descriptor_limit_fail_their_submit) {
+#if defined(MULTIPROC_TEST_SANITIZED)
+  GTEST_SKIP() << "starves the process of descriptors, which the sanitizer runtime needs";
+#endif
+  mp::process child(mp::start_method::spawn, submit_large_tasks_past_the_descriptor_limit,
+                    static_cast<int>(method()), multiproc_test::temporary_path("fd-limit"));
+  child.start();
+  child.join();
+  EXPECT_EQ(child.exitcode(), 0) << "2: no submit was refused; 3: a wrong or untyped outcome";
+}
+#endif
+
 INSTANTIATE_TEST_SUITE_P(methods, found_defects,
                          ::testing::ValuesIn(multiproc_test::pool_methods()),
                          multiproc_test::method_name);

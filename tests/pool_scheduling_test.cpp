@@ -64,21 +64,25 @@ std::vector<char> mark_last(std::vector<char> payload) {
   return payload;
 }
 
-/// Tasks whose argument and result (256 KiB each) travel in shared blocks, each its own fill.
-std::vector<mp::async_result<std::vector<char>>> submit_large_tasks(mp::pool& pool, int count) {
+/// Tasks whose argument and result (256 KiB each) travel in shared blocks, each its own fill
+/// (from `first`).
+std::vector<mp::async_result<std::vector<char>>> submit_large_tasks(mp::pool& pool, int first,
+                                                                    int count) {
   std::vector<mp::async_result<std::vector<char>>> results;
-  for (int i = 0; i < count; ++i)
+  for (int i = first; i < first + count; ++i)
     results.push_back(
         pool.apply_async(mark_last, std::vector<char>(256 * 1024, static_cast<char>(i))));
   return results;
 }
 
-void expect_large_results(const std::vector<mp::async_result<std::vector<char>>>& results) {
+void expect_large_results(const std::vector<mp::async_result<std::vector<char>>>& results,
+                          int first) {
   for (std::size_t i = 0; i < results.size(); ++i) {
+    const auto fill = static_cast<char>(first + static_cast<int>(i));
     const std::vector<char> back = results[i].get();
     ASSERT_EQ(back.size(), std::size_t{256 * 1024}) << "task " << i;
-    EXPECT_EQ(back.front(), static_cast<char>(i)) << "task " << i << " got another's payload";
-    EXPECT_EQ(back.back(), static_cast<char>(i + 1)) << "task " << i;
+    EXPECT_EQ(back.front(), fill) << "task " << i << " got another's payload";
+    EXPECT_EQ(back.back(), static_cast<char>(fill + 1)) << "task " << i;
   }
 }
 
@@ -190,13 +194,14 @@ TEST_P(pool_scheduling, large_tasks_taken_back_run_once_with_their_own_payloads)
   const std::string path = multiproc_test::temporary_path("made");
   auto waiter = pool.apply_async(wait_for_file, path, limit_ms);
   auto napper = pool.apply_async(nap, 300);  // the other worker is busy while tasks queue up
-  auto queued = submit_large_tasks(pool, 40);
+  auto queued = submit_large_tasks(pool, 0, 40);
   auto maker = pool.apply_async(make_file, path);
   EXPECT_TRUE(waiter.get()) << "the maker never ran while the waiter waited";
-  expect_large_results(queued);
+  expect_large_results(queued, 0);
   maker.get();
   napper.get();
-  expect_large_results(submit_large_tasks(pool, 40));  // both workers take these
+  // Both workers take these; fills unlike the first batch's, so a stale block shows.
+  expect_large_results(submit_large_tasks(pool, 40, 40), 40);
   std::remove(path.c_str());
 }
 

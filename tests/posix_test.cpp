@@ -452,6 +452,26 @@ std::vector<char> same_bytes(std::vector<char> payload) {
   return payload;
 }
 
+/// In a fresh process, whose heap has no range hinted before: exits 0 if a pool on `method`
+/// decoded a 16 MiB argument (in its worker) and result (here) into storage that asked for huge
+/// pages; 2 if the worker's did not, 3 if this process's did not, 4 if the result was wrong.
+void check_decoded_storage(int method) {
+  constexpr std::size_t size = std::size_t{16} << 20;
+  int code = 0;
+  {
+    mp::pool pool(mp::pool_options{1, {}, 0, static_cast<mp::start_method>(method)});
+    const std::vector<char> back = pool.apply(same_bytes, std::vector<char>(size, 2));
+    if (back.size() != size || back[size - 1] != 2) {
+      code = 4;
+    } else if (vm_flags_at(back.data() + size / 2).find(" hg ") == std::string::npos) {
+      code = 3;
+    } else if (!pool.apply(decoded_argument_asks_for_huge_pages, std::vector<char>(size, 1))) {
+      code = 2;
+    }
+  }
+  std::exit(code);
+}
+
 // A large decoded vector (argument or result) is read into storage that asked for huge pages
 // (include/multiproc/detail/archive.hpp, prepare_fresh_storage): 128 page faults for 256 MiB
 // instead of 65 536.
@@ -468,16 +488,12 @@ TEST_F(posix_memory, large_decoded_vectors_ask_for_huge_pages) {
     ::munmap(probe, size);
     if (!hinted) GTEST_SKIP() << "this kernel has no transparent huge pages";
   }
-  constexpr std::size_t size = std::size_t{16} << 20;
   for (auto method : multiproc_test::pool_methods()) {
-    mp::pool pool(mp::pool_options{1, {}, 0, method});
-    EXPECT_TRUE(pool.apply(decoded_argument_asks_for_huge_pages, std::vector<char>(size, 1)))
-        << "the worker's decoded argument";
-    const std::vector<char> back = pool.apply(same_bytes, std::vector<char>(size, 2));
-    ASSERT_EQ(back.size(), size);
-    EXPECT_EQ(back[size - 1], 2);
-    EXPECT_NE(vm_flags_at(back.data() + size / 2).find(" hg "), std::string::npos)
-        << "the parent's decoded result";
+    mp::process p(mp::start_method::spawn, check_decoded_storage, static_cast<int>(method));
+    p.start();
+    p.join();
+    EXPECT_EQ(p.exitcode(), 0) << "2: the worker's decoded argument did not ask; 3: the parent's "
+                                  "decoded result did not; 4: the result came back wrong";
   }
 }
 

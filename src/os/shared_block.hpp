@@ -72,8 +72,8 @@ class shared_block {
   /// Linux: the number of this process's descriptor, which the receiver opens through
   /// /proc/<pid>/fd. Portable POSIX (macOS): the descriptor itself travels, added to
   /// `attached` for the write that carries the frame (the caller keeps this block until that
-  /// write); the token is 0. Windows: a handle duplicated into the receiver, which owns it from
-  /// then on. Throws std::system_error.
+  /// write); the token is the block's inode number, checked on arrival. Windows: a handle
+  /// duplicated into the receiver, which owns it from then on. Throws std::system_error.
   std::uint64_t export_to_child(const child& receiver, std::vector<native_handle>& attached);
   /// Child side: a token with which the parent can open this block (open_from_child), valid
   /// while this block lives. Portable POSIX: the descriptor is added to `attached`, as above.

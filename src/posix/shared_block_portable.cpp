@@ -4,7 +4,8 @@
 // once, so only descriptors name it and the system frees it with the last of them. A peer
 // cannot open the sender's descriptor (Linux does that through /proc/<pid>/fd; macOS has no
 // such thing), so the descriptor itself travels: attached to the channel write that carries
-// the frame naming the block (SCM_RIGHTS), and taken by the reader in frame order.
+// the frame naming the block (SCM_RIGHTS), and taken by the reader in frame order. The frame
+// names the block by its inode number, which the reader checks.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -12,6 +13,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
@@ -37,10 +39,13 @@ char* map_descriptor(int fd, std::size_t size) {
 int open_unnamed_locked(handle_kind kind) {
   static std::atomic<unsigned> serial{0};
   for (int attempt = 0; attempt < 64; ++attempt) {
-    unsigned char noise[8];
-    posix::platform::fill_random(noise, sizeof noise);
-    std::uint64_t salt = 0;
-    std::memcpy(&salt, noise, sizeof salt);
+    // The name must only be new (O_EXCL says if it is not, and the loop tries another), so
+    // the salt is the clock mixed with this call's address: no descriptor is needed for it,
+    // and a process at its descriptor limit fails in shm_open with EMFILE, which says why.
+    std::uint64_t salt =
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+        (reinterpret_cast<std::uintptr_t>(&attempt) << 16);
+    salt *= 0x9e3779b97f4a7c15ULL;  // spreads the clock's low bits into the ones kept below
     // macOS limits names to 31 characters (PSHMNAMLEN).
     char name[32];
     std::snprintf(name, sizeof name, "/mp%ld.%u.%llx", static_cast<long>(::getpid()) % 100000,
@@ -73,10 +78,26 @@ owned_handle sized_unnamed(std::size_t size, handle_kind kind) {
   return handle;
 }
 
-/// The descriptor of the block a frame names: the next one that arrived on `from`.
-owned_handle take_arrived(channel& from) {
+/// The token a block travels with: its object's identity (inode number), so the receiver can
+/// tell that the descriptor it took is the block the frame names.
+std::uint64_t identity_of(const owned_handle& handle) {
+  struct stat facts {};
+  if (::fstat(static_cast<int>(handle.get()), &facts) != 0) {
+    throw posix::last_error("multiproc: naming a shared block");
+  }
+  return static_cast<std::uint64_t>(facts.st_ino);
+}
+
+/// The descriptor of the block a frame names (`token`): the next one that arrived on `from`.
+/// Throws std::runtime_error if none came or it is another block (the channel is then out of
+/// step: a broken peer, or descriptors the kernel dropped).
+owned_handle take_arrived(channel& from, std::uint64_t token) {
   owned_handle handle = from.take_attached();
   if (!handle) throw std::runtime_error("multiproc: a frame names a shared block that never came");
+  if (identity_of(handle) != token) {
+    throw std::runtime_error(
+        "multiproc: the shared block that came is not the one the frame names");
+  }
   return handle;
 }
 }  // namespace
@@ -114,13 +135,15 @@ void shared_block::discard(std::size_t, std::size_t) noexcept {
 void shared_block::prefetch(std::size_t, std::size_t) noexcept {}
 
 std::uint64_t shared_block::export_to_child(const child&, std::vector<native_handle>& attached) {
+  const std::uint64_t token = identity_of(handle_);
   attached.push_back(handle_.get());
-  return 0;
+  return token;
 }
 
 std::uint64_t shared_block::export_to_parent(std::vector<native_handle>& attached) {
+  const std::uint64_t token = identity_of(handle_);
   attached.push_back(handle_.get());
-  return 0;
+  return token;
 }
 
 shared_block shared_block::create_shared(std::size_t size, bool) {
@@ -146,15 +169,15 @@ shared_block shared_block::map_received(owned_handle handle, std::size_t size, b
 }
 void shared_block::make_usable(std::size_t, std::size_t) {}
 
-shared_block shared_block::open_from_parent(std::uint64_t, std::size_t size, channel& from) {
-  shared_block block = map_received(take_arrived(from), size, false);
+shared_block shared_block::open_from_parent(std::uint64_t token, std::size_t size, channel& from) {
+  shared_block block = map_received(take_arrived(from, token), size, false);
   block.handle_.reset();  // the mapping keeps the memory; no fork of this process inherits it
   return block;
 }
 
-shared_block shared_block::open_from_child(const child&, std::uint64_t, std::size_t size,
+shared_block shared_block::open_from_child(const child&, std::uint64_t token, std::size_t size,
                                            channel& from) {
-  shared_block block = map_received(take_arrived(from), size, false);
+  shared_block block = map_received(take_arrived(from, token), size, false);
   block.handle_.reset();
   return block;
 }

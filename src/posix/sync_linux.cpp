@@ -24,8 +24,8 @@ struct state {
   pthread_mutex_t mutex;
   /// Bumped by every wake_all(); sleepers wait on it with FUTEX_WAIT.
   std::atomic<std::uint32_t> sequence;
-  /// Processes in wait(), counted under the mutex, so wake_all() makes the system call only
-  /// when someone sleeps.
+  /// Processes asleep on the futex in wait() (counted around the call, outside the mutex), so
+  /// unlock() makes the wake-up call only when someone sleeps.
   std::atomic<std::uint32_t> sleepers;
   /// Set by wake_all() under the mutex; the system call is made by unlock(), after the mutex
   /// is released, so that the woken find it free rather than sleep again on it at once.

@@ -98,8 +98,10 @@ template <class Container>
 void load_contiguous(input_archive& ar, Container& container) {
   using element = typename Container::value_type;
   cereal::size_type count = 0;
-  ar(cereal::make_size_tag(count));
+  ar(cereal::make_size_tag(count));  // checked: at most one element per byte left
   const auto elements = static_cast<std::size_t>(count);
+  // And here the bytes themselves, before anything is allocated.
+  ar.check_claimed_count(static_cast<std::uint64_t>(elements) * sizeof(element));
   if (elements * sizeof(element) >= fresh_storage_threshold && container.capacity() < elements) {
     Container().swap(container);  // the old elements are overwritten: nothing to move
     container.reserve(elements);

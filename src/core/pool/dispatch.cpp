@@ -228,8 +228,11 @@ void pool_impl::flush_outbox_locked(worker_slot& slot) {
   if (slot.outbox.empty()) return;
   try {
     slot.channel.write_all(slot.outbox.data(), slot.outbox.size(), slot.outbox_attached);
-  } catch (const std::system_error&) {
-    // The worker is gone; its supervisor sees the end of stream and re-routes its tasks.
+  } catch (const std::exception&) {
+    // Usually the worker is gone. If it is not (the frames, or the descriptors riding with
+    // them, could not be sent: ETOOMANYREFS, EMFILE), it would never answer what it was sent:
+    // it is ended, and its supervisor sees the end of stream and re-routes its tasks.
+    slot.child.kill();
   }
   slot.outbox.clear();
   slot.outbox_attached.clear();

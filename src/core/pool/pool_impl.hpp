@@ -100,7 +100,8 @@ struct worker_slot {
   int failed_starts = 0;    ///< starts in a row that never became ready
   os::process_stamp stamp;  ///< the worker's, for the tickets of tasks delivered to it
   std::string outbox;       ///< frames to write at the next flush
-  /// POSIX: descriptors the outbox's frames carry, written with it (their tasks keep them open).
+  /// POSIX: descriptors the outbox's frames carry, written with it (kept open by their tasks,
+  /// or by the pool's ledger block).
   std::vector<os::native_handle> outbox_attached;
   std::thread thread;  ///< its supervisor
   /// in_flight.size(), readable without the mutex (by the supervisor's brief watch).

@@ -162,8 +162,8 @@ bool frame_reader::next(frame_header& header, const char*& body) {
       // twice what has arrived, so a torn or lying frame costs what was really sent.
       // It grows only once full (or to move the frame to the front), so a large frame costs
       // log2 copies, not one per read (a 256 MiB inline frame read in socket-buffer pieces
-      // was copied about 1300 times: MPI ranks and the portable POSIX build, which have no
-      // shared blocks, send large payloads through the channel).
+      // was copied about 1300 times: MPI ranks, which have no shared blocks, send large
+      // payloads through the channel).
       const std::size_t room = std::min(whole, std::max(capacity_, 2 * have));
       if (room > capacity_ && (end_ == capacity_ || begin_ > 0)) {
         auto bigger = std::make_unique_for_overwrite<char[]>(room);
