@@ -100,15 +100,15 @@ void load_contiguous(input_archive& ar, Container& container) {
   cereal::size_type count = 0;
   ar(cereal::make_size_tag(count));  // checked: at most one element per byte left
   const auto elements = static_cast<std::size_t>(count);
-  // And here the bytes themselves, before anything is allocated.
-  ar.check_claimed_count(static_cast<std::uint64_t>(elements) * sizeof(element));
-  if (elements * sizeof(element) >= fresh_storage_threshold && container.capacity() < elements) {
+  const std::size_t bytes = elements * sizeof(element);  // no overflow: elements <= bytes left
+  ar.check_claimed_count(bytes);  // and here the bytes themselves, before anything is allocated
+  if (bytes >= fresh_storage_threshold && container.capacity() < elements) {
     Container().swap(container);  // the old elements are overwritten: nothing to move
     container.reserve(elements);
-    prepare_fresh_storage(container.data(), elements * sizeof(element));
+    prepare_fresh_storage(container.data(), bytes);
   }
   container.resize(elements);
-  ar(cereal::binary_data(container.data(), elements * sizeof(element)));
+  ar(cereal::binary_data(container.data(), bytes));
 }
 /// Vectors of arithmetic types, as cereal's own load but through load_contiguous
 /// (vector<bool> keeps cereal's element-wise load).
