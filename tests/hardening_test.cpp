@@ -119,6 +119,15 @@ class chaos_monkey {
         if (latest != 0 && multiproc_test::process_running(latest)) {
           multiproc_test::kill_from_outside(latest);
           ++kills_;
+          // The sample below reads one process after another: one still being torn down (a
+          // sanitized process takes milliseconds) would be counted beside the replacement
+          // that its end let the pool start meanwhile. So it is taken once the killed worker
+          // has ended (the bound only guards against a hang).
+          const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+          while (multiproc_test::process_running(latest) &&
+                 std::chrono::steady_clock::now() < give_up) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          }
         }
         most_children_ =
             std::max(most_children_.load(), multiproc_test::count_resources().children);
