@@ -189,7 +189,7 @@ class pool_impl : public std::enable_shared_from_this<pool_impl> {
   void supervise(worker_slot& slot);
   void start_worker(worker_slot& slot, std::unique_lock<std::mutex>& lock);
   void read_results(worker_slot& slot);
-  void watch_briefly(worker_slot& slot);
+  void watch_briefly(worker_slot& slot, bool answered_a_waiter);
   void route(worker_slot& slot, std::vector<settlement>& batch, std::vector<std::uint64_t>& ids,
              std::vector<std::uint32_t>& elapsed, std::string& releases);
   void finish_worker(worker_slot& slot, std::unique_lock<std::mutex>& lock);

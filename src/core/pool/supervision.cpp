@@ -20,6 +20,9 @@ constexpr int start_attempts = 3;
 /// In-flight bytes per worker: at most this, and at most half of what its pipe holds (a user
 /// over the kernel's pipe quota gets small pipes), so a write never waits for the worker.
 constexpr std::size_t in_flight_budget = 48 * 1024;
+/// How long a supervisor that has just answered a blocked caller watches for that caller's
+/// next task (watch_briefly): a wake-up and a submit take a few microseconds.
+constexpr std::chrono::microseconds watch_grace{20};
 }  // namespace
 
 void pool_impl::supervise(worker_slot& slot) {
@@ -87,16 +90,23 @@ void pool_impl::start_worker(worker_slot& slot, std::unique_lock<std::mutex>& lo
 
 /// Watches the channel (without blocking) for up to watch_us_ while someone is blocked on a
 /// result and this worker has tasks: returns as soon as it is readable, or when the time is
-/// up; the caller then reads (blocking) as usual.
-void pool_impl::watch_briefly(worker_slot& slot) {
+/// up; the caller then reads (blocking) as usual. `answered_a_waiter`: the results just
+/// settled had a caller blocked on them. That caller, a loop of apply() say, sends its next
+/// task within microseconds of waking, so the watch waits up to watch_grace for it rather
+/// than leave at once (this worker has nothing in flight yet, and the caller is not blocked
+/// yet): a supervisor asleep in read() would add a third wake-up to the round trip.
+void pool_impl::watch_briefly(worker_slot& slot, bool answered_a_waiter) {
   const int budget = watch_us_.load(std::memory_order_relaxed);
-  if (budget <= 0 || blocked_waiters() == 0 ||
-      slot.in_flight_count.load(std::memory_order_relaxed) == 0) {
-    return;
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(budget);
+  const auto worth_watching = [&] {
+    return blocked_waiters() != 0 && slot.in_flight_count.load(std::memory_order_relaxed) != 0;
+  };
+  if (budget <= 0 || (!answered_a_waiter && !worth_watching())) return;
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + std::chrono::microseconds(budget);
+  const auto grace_ends = start + (answered_a_waiter ? watch_grace : std::chrono::microseconds(0));
   while (!slot.channel.readable_now()) {
-    if (std::chrono::steady_clock::now() >= deadline) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline || (now >= grace_ends && !worth_watching())) return;
   }
 }
 
@@ -110,9 +120,13 @@ void pool_impl::read_results(worker_slot& slot) {
   std::string releases;
   frame_header header{};
   const char* body = nullptr;
+  bool answered_a_waiter = false;
   try {
     for (;;) {
-      if (!reader.has_buffered_frame()) watch_briefly(slot);
+      if (!reader.has_buffered_frame()) {
+        watch_briefly(slot, answered_a_waiter);
+        answered_a_waiter = false;
+      }
       if (!reader.next(header, body)) break;
       switch (header.kind) {
         case frame_kind::ready: {
@@ -150,6 +164,7 @@ void pool_impl::read_results(worker_slot& slot) {
           break;  // unknown frames from a newer worker are ignored
       }
       if (!batch.empty() && !reader.has_buffered_frame()) {
+        answered_a_waiter = blocked_waiters() != 0;
         route(slot, batch, ids, elapsed, releases);
       }
     }
