@@ -122,6 +122,34 @@ void get_and_stall_half_way(mp::queue<stalling_item> q, mp::queue<int> stalled) 
   (void)q.get();
 }
 
+/// Item `id` of a numbered stream: its id, then filler -- every 100th past the in-place
+/// threshold, so that it is read straight out of the ring under the reader claim.
+std::string numbered_item(int id) {
+  const std::size_t size = id % 100 == 0 ? std::size_t{3} << 19 : 24;
+  std::string item = std::to_string(id) + ':';
+  item.resize(size, static_cast<char>('a' + id % 26));
+  return item;
+}
+/// The id of a numbered item; -1 if it is not exactly what was put (torn, or mixed up).
+int id_of(const std::string& item) {
+  const int id = std::stoi(item.substr(0, item.find(':')));
+  return item == numbered_item(id) ? id : -1;
+}
+void put_numbered_and_close(mp::queue<std::string> q, int count) {
+  for (int i = 0; i < count; ++i)
+    q.put(numbered_item(i));
+  q.close();
+}
+/// Takes until end of stream, putting each item's id on `ids`, then -2.
+void drain_numbered(mp::queue<std::string> q, mp::queue<int> ids) {
+  try {
+    for (;;)
+      ids.put(id_of(q.get()));
+  } catch (const mp::closed_error&) {
+    ids.put(-2);
+  }
+}
+
 class queue_conformance : public multiproc_test::method_test {
  protected:
   template <class F, class... Args>
@@ -178,6 +206,41 @@ TEST_P(queue_conformance, many_producers_and_consumers_lose_and_duplicate_nothin
   }
   EXPECT_EQ(total, 6000L * 5999 / 2);
   EXPECT_TRUE(q.empty());
+}
+
+TEST_P(queue_conformance, consumer_threads_and_a_process_take_small_and_large_items_once_each) {
+  // Consumers take small items without the queue's lock and large ones in place under the
+  // reader claim: two threads of this process and a consumer process share one stream of both.
+  constexpr int count = 3000;
+  mp::queue<std::string> q;
+  mp::queue<int> ids;
+  auto consumer = start(drain_numbered, q, ids);
+  auto producer = start(put_numbered_and_close, q, count);
+  std::vector<int> taken_here[2];
+  std::vector<std::thread> threads;
+  for (auto& taken : taken_here) {
+    threads.emplace_back([&q, &taken] {
+      try {
+        for (;;)
+          taken.push_back(id_of(q.get()));
+      } catch (const mp::closed_error&) {
+      }
+    });
+  }
+  for (auto& thread : threads)
+    thread.join();
+  std::multiset<int> seen;
+  for (auto id = ids.get(60s); id && *id != -2; id = ids.get(60s))
+    seen.insert(*id);
+  producer.join();
+  consumer.join();
+  EXPECT_EQ(producer.exitcode(), 0);
+  EXPECT_EQ(consumer.exitcode(), 0);
+  for (const auto& taken : taken_here)
+    seen.insert(taken.begin(), taken.end());
+  ASSERT_EQ(seen.size(), static_cast<std::size_t>(count));
+  for (int i = 0; i < count; ++i)
+    EXPECT_EQ(seen.count(i), 1u) << i;
 }
 
 TEST_P(queue_conformance, many_to_many_through_a_pool_each_item_exactly_once) {

@@ -3,6 +3,8 @@
 // and src/win32/shared_block.cpp.
 #pragma once
 
+#include <atomic>
+
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -115,7 +117,9 @@ class shared_block {
   std::size_t size_ = 0;
   owned_handle handle_;
   /// Windows, sparse blocks: which granules this process has committed (empty otherwise).
-  std::vector<bool> committed_;
+  /// Atomic: a queue's consumer makes its message usable without the queue's lock, while a
+  /// producer thread of the same process may commit other granules under it.
+  std::vector<std::atomic<bool>> committed_;
 };
 
 }  // namespace multiproc::detail::os

@@ -34,6 +34,15 @@ process_stamp stamp_of(const child& started) noexcept;
 /// waitid with WNOWAIT). A process this one may not inspect counts as running.
 bool still_running(const process_stamp& stamp) noexcept;
 
+/// Tells the CPU this thread is spinning (x86: pause; arm64: yield; elsewhere nothing).
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 /// Holders of something, counted by the kernel: every holder keeps a copy of `hold`; whoever
 /// keeps `watch` can tell when no copy of `hold` is left in any process, however the holders
 /// ended (a pipe: `hold` is its write end, `watch` its read end). Both are travelling handles.

@@ -56,14 +56,6 @@ constexpr std::int32_t spin_limit_ns = 20000;
 constexpr std::int32_t probe_spin_ns = 2000;
 constexpr std::uint32_t probe_every = 16;
 
-inline void relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 /// Spins until `done()` or for the spin's current budget; true if done. Adapts the budget.
 template <class Done>
 bool spin_until(shared_sync::spin_budget& budget, Done done) noexcept {
@@ -75,7 +67,7 @@ bool spin_until(shared_sync::spin_budget& budget, Done done) noexcept {
   }
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::nanoseconds(allowed);
   for (unsigned i = 1;; ++i) {
-    relax();
+    cpu_relax();
     if (done()) {
       budget.nanoseconds.store(std::min(spin_limit_ns, allowed + allowed / 2 + 1000),
                                std::memory_order_relaxed);

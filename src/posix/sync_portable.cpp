@@ -85,14 +85,6 @@ bool holder_ended(std::uint64_t word) noexcept {
          info.si_pid == pid;
 }
 
-inline void relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 /// The condition variable's clock is the realtime one (macOS cannot change it): only slices
 /// are measured with it, the caller's timeout is kept on the steady clock.
 timespec realtime_after(std::chrono::nanoseconds span) {
@@ -156,7 +148,7 @@ shared_sync::outcome shared_sync::lock(std::optional<std::chrono::nanoseconds> t
   for (int i = 0; i < spins_before_sleep; ++i) {
     seen = 0;
     if (s.owner.compare_exchange_weak(seen, mine)) return outcome::acquired;
-    relax();
+    cpu_relax();
   }
   const auto deadline = timeout ? clock::now() + *timeout : clock::time_point::max();
   std::chrono::nanoseconds slice = first_slice;
@@ -193,7 +185,7 @@ shared_sync::outcome shared_sync::wait(std::optional<std::chrono::nanoseconds> t
   // A wake-up that comes within the spin costs no system call on either side.
   bool woken = false;
   for (int i = 0; i < spins_before_sleep && !woken; ++i) {
-    relax();
+    cpu_relax();
     woken = s.sequence.load() != seen;
   }
   if (!woken) {

@@ -144,7 +144,9 @@ shared_block shared_block::map_received(owned_handle handle, std::size_t size, b
   // Fails if the section is smaller than `size`: a peer's claim is never trusted further.
   block.data_ = map_section(as_handle(block.handle_.get()), size);
   block.size_ = size;
-  if (sparse) block.committed_.assign((size + commit_granule - 1) / commit_granule, false);
+  if (sparse) {
+    block.committed_ = std::vector<std::atomic<bool>>((size + commit_granule - 1) / commit_granule);
+  }
   return block;
 }
 
@@ -153,13 +155,13 @@ void shared_block::make_usable(std::size_t offset, std::size_t count) {
   const std::size_t first = offset / commit_granule;
   const std::size_t last = std::min((offset + count - 1) / commit_granule, committed_.size() - 1);
   for (std::size_t g = first; g <= last; ++g) {
-    if (committed_[g]) continue;
+    if (committed_[g].load(std::memory_order_acquire)) continue;
     const std::size_t from = g * commit_granule;
     const std::size_t length = std::min(commit_granule, size_ - from);
     if (VirtualAlloc(data_ + from, length, MEM_COMMIT, PAGE_READWRITE) == nullptr) {
       throw_last_error("VirtualAlloc (committing shared memory)");
     }
-    committed_[g] = true;
+    committed_[g].store(true, std::memory_order_release);
   }
 }
 

@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <new>
+#include <optional>
 #include <stdexcept>
 
 #include <multiproc/errors.hpp>
@@ -118,6 +120,29 @@ bool holder_table::others_hold(const os::process_stamp& self, bool check_livenes
 
 // ---- the ring ---------------------------------------------------------------------------------
 
+namespace {
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
+                  std::atomic<std::int64_t>::is_always_lock_free &&
+                  std::atomic<std::uint32_t>::is_always_lock_free,
+              "the ring's shared words must be lock-free atomics (address-free, in any process)");
+
+/// Producers read the consumers' position once per this many bytes appended (and when the
+/// ring seems full): to go back to the warm start if the ring is empty, or to give back memory
+/// read. Reading it at every message would move its cache line between the CPUs every time.
+/// Small messages passing one at a time so stay in the data area's first pages.
+constexpr std::uint64_t look_stride = std::uint64_t{64} << 10;
+
+/// Names one holding of the reader claim: this process's id and a count, so two holdings
+/// never share a token (a waiter that saw one token cannot mistake the next for it).
+std::uint64_t claim_token() noexcept {
+  static std::atomic<std::uint32_t> count{0};
+  const auto pid = static_cast<std::uint64_t>(os::this_process_stamp().pid);
+  return (pid << 24) | (count.fetch_add(1, std::memory_order_relaxed) & 0xffffffu);
+}
+/// Held by whoever drops a dead process's claim, for the moment it clears its holder.
+constexpr std::uint64_t dropping_token = ~std::uint64_t{0};
+}  // namespace
+
 message_ring::message_ring(shared_object& object, std::size_t header_offset,
                            std::size_t data_offset)
     : object_(object),
@@ -143,9 +168,16 @@ bool message_ring::could_hold(std::size_t size) const noexcept {
   return footprint(size) <= header_->capacity;
 }
 
-bool message_ring::has_room(std::size_t size) const noexcept {
-  if (header_->maxsize != 0 && header_->items >= header_->maxsize) return false;
-  return footprint(size) <= header_->capacity - (header_->tail - header_->head);
+std::uint64_t message_ring::items() const noexcept {
+  // Removed first: a message is counted pushed before anyone can pop it.
+  const std::uint64_t popped = header_->popped.load(std::memory_order_acquire);
+  const std::uint64_t pushed = header_->pushed.load(std::memory_order_acquire);
+  return pushed > popped ? pushed - popped : 0;
+}
+
+bool message_ring::empty() const noexcept {
+  return header_->head.load(std::memory_order_acquire) ==
+         header_->tail.load(std::memory_order_acquire);
 }
 
 void message_ring::copy_in(std::uint64_t position, const char* from, std::size_t size) {
@@ -174,45 +206,79 @@ void message_ring::copy_out(std::uint64_t position, char* to, std::size_t size) 
   }
 }
 
+// ---- producers --------------------------------------------------------------------------------
+
+bool message_ring::has_room(std::size_t size) {
+  if (fits(size)) return true;
+  // Seq_cst: a producer about to sleep registered (a sleeper) before this look; a consumer
+  // moves `head`, then looks for sleepers. One of the two sees the other (and a producer that
+  // sees the new `head` sees the count of messages taken that came with it).
+  header_->head_seen = header_->head.load(std::memory_order_seq_cst);
+  return fits(size);
+}
+
+bool message_ring::fits(std::size_t size) const noexcept {
+  const ring_header& h = *header_;
+  const std::uint64_t pushed = h.pushed.load(std::memory_order_relaxed);
+  if (h.maxsize != 0 && pushed - h.popped.load(std::memory_order_acquire) >= h.maxsize) {
+    return false;
+  }
+  const std::uint64_t tail = h.tail.load(std::memory_order_relaxed);
+  return footprint(size) <= h.capacity - (tail - h.head_seen);
+}
+
 void message_ring::push(std::uint64_t fingerprint, const char* data, std::size_t size) {
+  look_behind(footprint(size));
+  const std::uint64_t tail = header_->tail.load(std::memory_order_relaxed);
+  copy_in(tail + sizeof(message_head), data, size);
+  append(fingerprint, size);
+}
+
+void message_ring::append(std::uint64_t fingerprint, std::size_t size) {
+  ring_header& h = *header_;
+  const std::uint64_t tail = h.tail.load(std::memory_order_relaxed);
   const message_head head{size, fingerprint};
-  note_written(header_->tail, footprint(size));
-  copy_in(header_->tail, reinterpret_cast<const char*>(&head), sizeof head);
-  copy_in(header_->tail + sizeof head, data, size);
+  note_written(tail, footprint(size));
+  copy_in(tail, reinterpret_cast<const char*>(&head), sizeof head);
+  h.pushed.store(h.pushed.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   // Only now is the message there: a process that died above left the ring as it was.
-  header_->tail += footprint(size);
-  ++header_->items;
+  h.tail.store(tail + footprint(size), std::memory_order_release);
 }
 
-std::uint64_t message_ring::pop(std::string& out, std::size_t& length) {
-  message_head head{};
-  copy_out(header_->head, reinterpret_cast<char*>(&head), sizeof head);
-  length = static_cast<std::size_t>(head.size);
-  if (out.size() < length) out.resize(length);  // only ever grown: a reused buffer stays warm
-  copy_out(header_->head + sizeof head, out.data(), length);
-  remove_oldest(length);
-  return head.fingerprint;
-}
-
-void message_ring::remove_oldest(std::size_t size) {
-  header_->head += footprint(size);
-  // With a large message being written after the tail, the ring is not really empty: nothing
-  // moves and nothing is given back under the writer's feet.
-  if (--header_->items == 0 && header_->writer.active == 0) {
-    // Empty: the next message starts at the data area's start again, in pages still warm.
-    const std::uint64_t capacity = header_->capacity;
-    header_->head = header_->tail = next_start(header_->tail, capacity);
-    header_->released = header_->head;
-    give_back_read_memory();
-  } else if (header_->head - header_->released >= release_stride) {
-    give_back_passed_memory();
+void message_ring::look_behind(std::uint64_t need) {
+  ring_header& h = *header_;
+  const std::uint64_t tail = h.tail.load(std::memory_order_relaxed);
+  if (tail < h.next_look && need < look_stride) return;
+  h.next_look = tail + look_stride;
+  const std::uint64_t head = h.head.load(std::memory_order_acquire);
+  h.head_seen = head;
+  if (head == tail) {
+    restart_if_empty();
+  } else if (head - h.released >= release_stride) {
+    give_back_passed_memory(head);
   }
 }
 
-// ---- claims -----------------------------------------------------------------------------------
+void message_ring::restart_if_empty() noexcept {
+  // Empty: the next message starts at the data area's start again, in pages still warm. The
+  // reader claim keeps consumers off `head` meanwhile; busy, it waits for the next look.
+  ring_header& h = *header_;
+  if (place_of(h.tail.load(std::memory_order_relaxed), h.capacity) == 0) return;
+  if (!try_claim_reader()) return;
+  const std::uint64_t tail = h.tail.load(std::memory_order_relaxed);
+  if (h.head.load(std::memory_order_relaxed) == tail) {
+    const std::uint64_t start = next_start(tail, h.capacity);
+    h.head.store(start, std::memory_order_relaxed);
+    h.tail.store(start, std::memory_order_release);
+    h.head_seen = h.released = start;
+    h.next_look = start + look_stride;
+    give_back_read_memory();
+  }
+  release_reader();
+}
 
-namespace {
-bool held(ring_claim& claim, bool check_liveness) noexcept {
+bool message_ring::writing(bool check_liveness) noexcept {
+  ring_claim& claim = header_->writer;
   if (claim.active == 0) return false;
   if (check_liveness && !os::still_running({claim.pid, claim.started})) {
     claim = {};
@@ -220,79 +286,39 @@ bool held(ring_claim& claim, bool check_liveness) noexcept {
   }
   return true;
 }
-ring_claim claim_for_this_process() noexcept {
-  const os::process_stamp self = os::this_process_stamp();
-  return {self.pid, self.started, 1};
-}
+
+namespace {
 /// A writer is handed at most this much at a time: on Windows each window is committed as it
 /// is handed out, so an item never commits much more than its size.
 constexpr std::size_t window_limit = std::size_t{4} << 20;
 }  // namespace
 
-bool message_ring::writing(bool check_liveness) noexcept {
-  return held(header_->writer, check_liveness);
-}
-
-bool message_ring::reading(bool check_liveness) noexcept {
-  return held(header_->reader, check_liveness);
-}
-
-std::size_t message_ring::oldest_size() const {
-  message_head head{};
-  const_cast<message_ring*>(this)->copy_out(header_->head, reinterpret_cast<char*>(&head),
-                                            sizeof head);
-  return static_cast<std::size_t>(head.size);
-}
-
-message_ring::stretches message_ring::start_reading() {
-  message_head head{};
-  copy_out(header_->head, reinterpret_cast<char*>(&head), sizeof head);
-  const std::size_t size = static_cast<std::size_t>(head.size);
-  const std::size_t capacity = header_->capacity;
-  const std::size_t at = static_cast<std::size_t>(place_of(header_->head + sizeof head, capacity));
-  const std::size_t first = std::min(size, capacity - at);
-  char* const data = object_.payload() + data_offset_;
-  object_.make_usable(data_offset_ + at, first);
-  if (size > first) object_.make_usable(data_offset_, size - first);
-  header_->reader = claim_for_this_process();
-  return {data + at, first, data, size - first, head.fingerprint};
-}
-
-void message_ring::finish_reading() {
-  header_->reader = {};
-  remove_oldest(oldest_size());
-}
-
 void message_ring::start_writing() {
-  if (header_->items == 0 && header_->reader.active == 0) {
-    // Empty: the message starts at the data area's start, in pages still warm.
-    const std::uint64_t capacity = header_->capacity;
-    header_->head = header_->tail = next_start(header_->tail, capacity);
-    header_->released = header_->head;
-  }
-  header_->writer = claim_for_this_process();
+  look_behind(std::numeric_limits<std::uint64_t>::max());  // a large message: look now
+  const os::process_stamp self = os::this_process_stamp();
+  header_->writer = {self.pid, self.started, 1};
 }
 
 char* message_ring::write_window(std::size_t offset, std::size_t& length) {
-  const std::uint64_t capacity = header_->capacity;
-  const std::uint64_t in_use = header_->tail - header_->head + sizeof(message_head) + offset;
+  ring_header& h = *header_;
+  const std::uint64_t capacity = h.capacity;
+  const std::uint64_t tail = h.tail.load(std::memory_order_relaxed);
+  const std::uint64_t position = tail + sizeof(message_head) + offset;
   length = 0;
-  if (in_use >= capacity) return nullptr;
-  const std::uint64_t position = header_->tail + sizeof(message_head) + offset;
+  if (position - h.head_seen >= capacity) {
+    h.head_seen = h.head.load(std::memory_order_seq_cst);  // as in has_room()
+    if (position - h.head_seen >= capacity) return nullptr;
+  }
   const std::size_t at = static_cast<std::size_t>(place_of(position, capacity));
   length = static_cast<std::size_t>(
-      std::min<std::uint64_t>({capacity - in_use, capacity - at, window_limit}));
+      std::min<std::uint64_t>({capacity - (position - h.head_seen), capacity - at, window_limit}));
   note_written(position, length);
   object_.make_usable(data_offset_ + at, length);
   return object_.payload() + data_offset_ + at;
 }
 
 void message_ring::finish_writing(std::uint64_t fingerprint, std::size_t size) {
-  const message_head head{size, fingerprint};
-  note_written(header_->tail, footprint(size));
-  copy_in(header_->tail, reinterpret_cast<const char*>(&head), sizeof head);
-  header_->tail += footprint(size);
-  ++header_->items;
+  append(fingerprint, size);
   header_->writer = {};
 }
 
@@ -300,12 +326,22 @@ void message_ring::abandon_writing() noexcept {
   header_->writer = {};
 }
 
-void message_ring::give_back_passed_memory() noexcept {
+void message_ring::note_written(std::uint64_t position, std::size_t size) noexcept {
+  const std::uint64_t capacity = header_->capacity;
+  const std::uint64_t at = place_of(position, capacity);
+  const std::uint64_t end = size >= capacity - at ? capacity : at + size;
+  if (end > header_->touched.load(std::memory_order_relaxed)) {
+    header_->touched.store(end, std::memory_order_relaxed);
+  }
+}
+
+void message_ring::give_back_passed_memory(std::uint64_t head) noexcept {
+  // Consumers are past `head` and this producer writes after the tail: no one is in there.
   const std::uint64_t capacity = header_->capacity;
   std::uint64_t from = header_->released;
-  while (from < header_->head) {
+  while (from < head) {
     const std::uint64_t at = place_of(from, capacity);
-    const std::uint64_t piece = std::min(header_->head - from, capacity - at);
+    const std::uint64_t piece = std::min(head - from, capacity - at);
     if (at + piece > warm_bytes) {
       const std::uint64_t start = std::max(at, warm_bytes);
       object_.discard(data_offset_ + static_cast<std::size_t>(start),
@@ -313,23 +349,146 @@ void message_ring::give_back_passed_memory() noexcept {
     }
     from += piece;
   }
-  header_->released = header_->head;
-}
-
-void message_ring::note_written(std::uint64_t position, std::size_t size) noexcept {
-  const std::uint64_t capacity = header_->capacity;
-  const std::uint64_t at = place_of(position, capacity);
-  const std::uint64_t end = size >= capacity - at ? capacity : at + size;
-  if (end > header_->touched) header_->touched = end;
+  header_->released = head;
 }
 
 void message_ring::give_back_read_memory() noexcept {
   // Past the warm start, the pages messages passed through would otherwise stay allocated: a
   // queue that once held 1 GiB would hold on to it. They are given back once the ring is
   // empty again (one system call, and only after the ring went past its warm start).
-  if (header_->touched <= warm_bytes) return;
-  object_.discard(data_offset_ + warm_bytes, header_->touched - warm_bytes);
-  header_->touched = warm_bytes;
+  const std::uint64_t touched = header_->touched.load(std::memory_order_relaxed);
+  if (touched <= warm_bytes) return;
+  object_.discard(data_offset_ + warm_bytes, touched - warm_bytes);
+  header_->touched.store(warm_bytes, std::memory_order_relaxed);
+}
+
+// ---- consumers --------------------------------------------------------------------------------
+
+bool message_ring::try_claim_reader() noexcept {
+  ring_header& h = *header_;
+  std::uint64_t free = 0;
+  if (!h.reader.compare_exchange_strong(free, claim_token(), std::memory_order_acq_rel,
+                                        std::memory_order_relaxed)) {
+    return false;
+  }
+  const os::process_stamp self = os::this_process_stamp();
+  h.reader_started.store(self.started, std::memory_order_relaxed);
+  h.reader_pid.store(self.pid, std::memory_order_release);
+  return true;
+}
+
+void message_ring::release_reader() noexcept {
+  header_->reader_pid.store(0, std::memory_order_relaxed);
+  // Seq_cst: the releaser then looks for sleeping consumers, who registered before their
+  // last look at the claim.
+  header_->reader.store(0, std::memory_order_seq_cst);
+}
+
+bool message_ring::follow_up_needed() const noexcept {
+  const ring_header& h = *header_;
+  if (h.producers_waiting.load(std::memory_order_seq_cst) != 0 ||
+      h.consumers_waiting.load(std::memory_order_seq_cst) != 0) {
+    return true;
+  }
+  // Emptied after going past the warm start: give the memory back now, not at the next put.
+  return h.touched.load(std::memory_order_relaxed) > warm_bytes && empty();
+}
+
+bool message_ring::reading(bool check_liveness) noexcept {
+  ring_header& h = *header_;
+  // Seq_cst: a consumer about to sleep registered (a sleeper) before this look; the
+  // releaser drops the claim, then looks for sleepers.
+  std::uint64_t token = h.reader.load(std::memory_order_seq_cst);
+  if (token == 0) return false;
+  if (!check_liveness || token == dropping_token) return true;
+  // The holder names itself just after taking the claim: a pid of 0, or a token that changed
+  // meanwhile, is a holder that is running.
+  const std::int64_t pid = h.reader_pid.load(std::memory_order_acquire);
+  const std::uint64_t started = h.reader_started.load(std::memory_order_relaxed);
+  if (pid == 0 || h.reader.load(std::memory_order_acquire) != token) return true;
+  if (os::still_running({pid, started})) return true;
+  if (h.reader.compare_exchange_strong(token, dropping_token, std::memory_order_acq_rel)) {
+    release_reader();  // the message it was reading is still the oldest
+  }
+  return h.reader.load(std::memory_order_acquire) != 0;
+}
+
+message_ring::take_outcome message_ring::try_take(std::string& out, std::size_t& length,
+                                                  std::uint64_t& fingerprint, stretches& place,
+                                                  bool& follow_up) {
+  ring_header& h = *header_;
+  follow_up = false;
+  // Looked at before the claim is tried, so that an idle consumer only reads shared lines.
+  if (h.head.load(std::memory_order_acquire) == h.tail.load(std::memory_order_acquire)) {
+    return take_outcome::empty;
+  }
+  if (h.reader.load(std::memory_order_relaxed) != 0 || !try_claim_reader()) {
+    return take_outcome::busy;
+  }
+  const std::uint64_t head = h.head.load(std::memory_order_relaxed);
+  if (head == h.tail.load(std::memory_order_acquire)) {
+    release_reader();
+    follow_up = follow_up_needed();
+    return take_outcome::empty;
+  }
+  try {
+    return take_claimed(head, out, length, fingerprint, place, follow_up);
+  } catch (...) {
+    release_reader();  // the message stays, for the next reader (memory ran out, say)
+    throw;
+  }
+}
+
+message_ring::take_outcome message_ring::take_claimed(std::uint64_t head, std::string& out,
+                                                      std::size_t& length,
+                                                      std::uint64_t& fingerprint, stretches& place,
+                                                      bool& follow_up) {
+  ring_header& h = *header_;
+  message_head message{};
+  copy_out(head, reinterpret_cast<char*>(&message), sizeof message);
+  const std::size_t size = static_cast<std::size_t>(message.size);
+  fingerprint = message.fingerprint;
+  if (size >= direct_threshold) {
+    const std::size_t capacity = h.capacity;
+    const std::size_t at = static_cast<std::size_t>(place_of(head + sizeof message, capacity));
+    const std::size_t first = std::min(size, capacity - at);
+    char* const data = object_.payload() + data_offset_;
+    object_.make_usable(data_offset_ + at, first);
+    if (size > first) object_.make_usable(data_offset_, size - first);
+    place = {data + at, first, data, size - first, message.fingerprint};
+    return take_outcome::in_place;  // the claim stays held until finish_reading()
+  }
+  length = size;
+  if (out.size() < length) out.resize(length);  // only ever grown: a reused buffer stays warm
+  copy_out(head + sizeof message, out.data(), length);
+  remove_oldest(head, length);
+  release_reader();
+  follow_up = follow_up_needed();
+  return take_outcome::taken;
+}
+
+bool message_ring::finish_reading() {
+  const std::uint64_t head = header_->head.load(std::memory_order_relaxed);
+  message_head message{};
+  copy_out(head, reinterpret_cast<char*>(&message), sizeof message);
+  remove_oldest(head, static_cast<std::size_t>(message.size));
+  release_reader();
+  return follow_up_needed();
+}
+
+void message_ring::remove_oldest(std::uint64_t head, std::size_t size) noexcept {
+  ring_header& h = *header_;
+  h.popped.store(h.popped.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  // Seq_cst: see has_room(). The bytes are copied out; producers may reuse them from now on.
+  h.head.store(head + footprint(size), std::memory_order_seq_cst);
+}
+
+void message_ring::after_take_locked() noexcept {
+  // A large message being written after the tail: the ring is not really empty.
+  if (header_->writer.active != 0) return;
+  if (header_->touched.load(std::memory_order_relaxed) > warm_bytes && empty()) {
+    restart_if_empty();
+  }
 }
 
 // ---- writing and reading in place ------------------------------------------------------------
@@ -369,11 +528,18 @@ void ring_writer::write(const char* data, std::size_t size) {
 
 void ring_writer::next_window() {
   shared_lock lock(object_);
+  std::optional<sleeper> watch;
   for (;;) {
     window_ = ring_.write_window(written_, left_);
     if (left_ != 0) return;
     // Full with nothing but this message in it: it can never fit.
-    if (ring_.header().items == 0) too_large(written_ + 1);
+    if (ring_.empty()) too_large(written_ + 1);
+    if (!watch) {
+      watch.emplace(
+          ring_.header()
+              .producers_waiting);  // then one more look before sleeping: no wake-up is lost
+      continue;
+    }
     wait_for_room(lock);
   }
 }
@@ -389,8 +555,10 @@ void ring_writer::commit(std::uint64_t fingerprint) {
 ring_read_claim::~ring_read_claim() {
   if (!taken_) return;
   try {
+    const bool follow_up = ring_.finish_reading();
+    if (!follow_up) return;
     shared_lock lock(object_);
-    ring_.finish_reading();
+    ring_.after_take_locked();
     object_.sync().wake_all();  // room for writers; the next message for readers
   } catch (...) {
   }

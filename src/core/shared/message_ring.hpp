@@ -1,13 +1,18 @@
 // A ring of messages in a shared object's memory: what mp::queue and mp::pipe's connections
-// carry. Every operation runs with the object's lock held (shared_lock). Small messages are
-// copied in whole and out whole under the lock. A large one (direct_threshold and more) is
-// encoded straight into the ring and decoded straight out of it, outside the lock, under a
-// claim: one writer claim (the space after the newest message) and one reader claim (the oldest
-// message), each naming its process, so that one dead while holding it is found and its claim
-// dropped. The ring's positions move only once a message is complete, so a process killed in
-// the middle of put or get leaves no torn message: it is there whole, or not at all.
+// carry. Producers append with the object's lock held (shared_lock), one at a time. Consumers
+// take without it: the oldest message belongs to whoever holds the ring's reader claim, a word
+// taken by compare-and-swap and naming its process, so that one that died holding it is found
+// and the claim dropped. So a producer and a consumer never wait for each other's lock; each
+// side's state lives on its own cache lines, and the other side reads it only when it must
+// (a producer looks at the consumers' position once per look_stride bytes, or when the ring
+// seems full). A large message (direct_threshold and more) is encoded straight into the ring
+// under the writer claim, and decoded straight out of it under the reader claim, both held
+// while the bytes are copied. The positions move only once a message is complete, so a
+// process killed in the middle of put or get leaves no torn message: it is there whole, or
+// not at all.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -58,7 +63,7 @@ struct holder_table {
   entry& find_or_add(const os::process_stamp& process);
 };
 
-/// A process working on the ring outside its lock (see above).
+/// A process writing a large message after the tail, outside the lock (producers' side).
 struct ring_claim {
   std::int64_t pid;
   std::uint64_t started;
@@ -68,19 +73,34 @@ struct ring_claim {
 /// Messages of this size and more are written and read in place, under a claim.
 inline constexpr std::size_t direct_threshold = std::size_t{1} << 20;
 
-/// The state of one ring, in shared memory after the object's header.
+/// The state of one ring, in shared memory after the object's header. Each side's fields are
+/// on cache lines of their own: the other side's reads of them are what a message costs.
 struct ring_header {
-  std::uint64_t capacity;    ///< bytes in the data area
-  std::uint64_t head;        ///< position of the oldest message (grows for ever)
-  std::uint64_t tail;        ///< position after the newest
-  std::uint64_t items;       ///< messages in the ring
-  std::uint64_t maxsize;     ///< most messages it may hold (0: as many as fit)
-  std::uint64_t unfinished;  ///< joinable queues: put and not yet task_done
-  std::uint64_t touched;     ///< the data area's pages past warm_bytes up to here may be in use
+  std::uint64_t capacity;  ///< bytes in the data area (a power of two)
+  std::uint64_t maxsize;   ///< most messages it may hold (0: as many as fit)
+
+  // The producers' side, written with the object's lock held.
+  alignas(64) std::atomic<std::uint64_t> tail;  ///< position after the newest (grows for ever)
+  std::atomic<std::uint64_t> pushed;            ///< messages ever appended
+  /// The data area's pages past warm_bytes up to here may be in use.
+  std::atomic<std::uint64_t> touched;
+  std::uint64_t head_seen;   ///< `head` when a producer last read it (room is at least that)
+  std::uint64_t next_look;   ///< a producer reads `head` again once `tail` gets here
   std::uint64_t released;    ///< while streaming: read memory before this position given back
+  std::uint64_t unfinished;  ///< joinable queues: put and not yet task_done
   std::uint64_t shared;      ///< it has been handed to another process (end of stream can come)
   ring_claim writer;         ///< a large message is being written after `tail`
-  ring_claim reader;         ///< the message at `head` is being read
+
+  // The consumers' side, written by the holder of the reader claim.
+  alignas(64) std::atomic<std::uint64_t> head;  ///< position of the oldest message
+  std::atomic<std::uint64_t> popped;            ///< messages ever removed
+  std::atomic<std::uint64_t> reader;            ///< the reader claim's token (0: free)
+  std::atomic<std::int64_t> reader_pid;         ///< its holder (0 while being set)
+  std::atomic<std::uint64_t> reader_started;
+
+  // Who sleeps (in the object's wait) for the other side: it must wake them.
+  alignas(64) std::atomic<std::uint32_t> producers_waiting;  ///< for room
+  std::atomic<std::uint32_t> consumers_waiting;              ///< for the reader claim
   holder_table holders;
 };
 
@@ -89,7 +109,8 @@ class message_ring {
   /// The ring whose header is at `header_offset` of `object`'s payload and whose data area
   /// (`capacity` bytes) follows at `data_offset`.
   message_ring(shared_object& object, std::size_t header_offset, std::size_t data_offset);
-  /// Sets a fresh ring up (at creation, lock not needed yet).
+  /// Sets a fresh ring up (at creation, lock not needed yet). Throws std::logic_error for a
+  /// capacity that is not a power of two.
   void initialise(std::size_t capacity, std::size_t maxsize);
 
   ring_header& header() const noexcept { return *header_; }
@@ -97,36 +118,18 @@ class message_ring {
   static std::size_t footprint(std::size_t size) noexcept;
   /// Whether a message of `size` bytes could ever fit (the data area's size).
   bool could_hold(std::size_t size) const noexcept;
-  /// Whether it fits now (room, and fewer than maxsize messages).
-  bool has_room(std::size_t size) const noexcept;
-  bool empty() const noexcept { return header_->items == 0; }
-  /// Appends a message (has_room() must hold).
+  /// Messages in the ring now (approximate while others work on it).
+  std::uint64_t items() const noexcept;
+  bool empty() const noexcept;
+
+  // ---- producers: the object's lock held ----
+  /// Whether a message of `size` bytes fits now (room, and fewer than maxsize messages).
+  bool has_room(std::size_t size);
+  /// Appends a message (has_room() must hold, and not writing()).
   void push(std::uint64_t fingerprint, const char* data, std::size_t size);
-  /// Removes the oldest message (not empty()) into `out` (its first `length` bytes, the string
-  /// grown as needed, never shrunk); returns its fingerprint.
-  std::uint64_t pop(std::string& out, std::size_t& length);
-
-  /// Whether a writer (reader) claim is held. With `check_liveness`, one held by a process
-  /// that ended is dropped first (its half-written message was never there; the message it
-  /// was reading is there still, for the next reader).
+  /// Whether a writer claim is held. With `check_liveness`, one held by a process that ended
+  /// is dropped first (its half-written message was never there).
   bool writing(bool check_liveness) noexcept;
-  bool reading(bool check_liveness) noexcept;
-  /// The oldest message's size (not empty()).
-  std::size_t oldest_size() const;
-
-  /// Where a claimed message's bytes lie: one stretch, or two when it wraps around the end.
-  struct stretches {
-    const char* first;
-    std::size_t first_size;
-    const char* second;
-    std::size_t second_size;
-    std::uint64_t fingerprint;
-  };
-  /// Claims the oldest message for reading by this process (not empty(), not reading()).
-  stretches start_reading();
-  /// The claimed message is read (or could not be): removes it, drops the claim.
-  void finish_reading();
-
   /// Claims the space after the newest message for writing by this process (not writing()).
   void start_writing();
   /// Where the claimed message's bytes from `offset` on may go now: up to `length` bytes
@@ -138,17 +141,73 @@ class message_ring {
   /// Drops the writer claim, appending nothing.
   void abandon_writing() noexcept;
 
+  // ---- consumers: no lock needed ----
+  /// Where a message's bytes lie: one stretch, or two when it wraps around the end.
+  struct stretches {
+    const char* first;
+    std::size_t first_size;
+    const char* second;
+    std::size_t second_size;
+    std::uint64_t fingerprint;
+  };
+  enum class take_outcome {
+    taken,     ///< the oldest message is in `out`, removed from the ring
+    in_place,  ///< a large one: read it where `place` says, then finish_reading()
+    empty,     ///< nothing to take
+    busy,      ///< another process or thread holds the reader claim
+  };
+  /// Takes the oldest message if the reader claim is free: a small one into `out` (its first
+  /// `length` bytes; the string grown as needed, never shrunk); a large one stays in place
+  /// under the claim. `follow_up`: true when the caller must then, with the object's lock
+  /// held, call after_take_locked() and wake the object's sleepers.
+  take_outcome try_take(std::string& out, std::size_t& length, std::uint64_t& fingerprint,
+                        stretches& place, bool& follow_up);
+  /// The message taken in place is read (or could not be): removes it, drops the claim.
+  /// Returns `follow_up` as try_take does.
+  bool finish_reading();
+  /// With the lock held, after a take whose `follow_up` was true: an empty ring that went past
+  /// its warm start goes back to it and gives the memory back. The caller wakes the sleepers.
+  void after_take_locked() noexcept;
+  /// Whether the reader claim is held. With `check_liveness`, one held by a process that
+  /// ended is dropped first (the message it was reading is there still, for the next reader).
+  bool reading(bool check_liveness) noexcept;
+
  private:
-  void remove_oldest(std::size_t size);
+  bool fits(std::size_t size) const noexcept;
+  take_outcome take_claimed(std::uint64_t head, std::string& out, std::size_t& length,
+                            std::uint64_t& fingerprint, stretches& place, bool& follow_up);
+  bool try_claim_reader() noexcept;
+  void release_reader() noexcept;
+  bool follow_up_needed() const noexcept;
+  void remove_oldest(std::uint64_t head, std::size_t size) noexcept;
+  void look_behind(std::uint64_t need);
+  void restart_if_empty() noexcept;
+  void append(std::uint64_t fingerprint, std::size_t size);
   void copy_in(std::uint64_t position, const char* from, std::size_t size);
   void copy_out(std::uint64_t position, char* to, std::size_t size);
   void note_written(std::uint64_t position, std::size_t size) noexcept;
   void give_back_read_memory() noexcept;
-  void give_back_passed_memory() noexcept;
+  void give_back_passed_memory(std::uint64_t head) noexcept;
 
   shared_object& object_;
   ring_header* header_;
   std::size_t data_offset_;
+};
+
+/// Counts a process as asleep waiting on the other side for as long as it lives: a producer
+/// waiting for room (ring_header::producers_waiting) or a consumer waiting for the reader
+/// claim or for messages (consumers_waiting). Whoever then makes room or drops the claim
+/// wakes the object's sleepers. Made before the waiter's last look at its condition (and kept
+/// while it sleeps), so no wake-up is lost.
+class sleeper {
+ public:
+  explicit sleeper(std::atomic<std::uint32_t>& count) : count_(count) { count_.fetch_add(1); }
+  ~sleeper() { count_.fetch_sub(1); }
+  sleeper(const sleeper&) = delete;
+  sleeper& operator=(const sleeper&) = delete;
+
+ private:
+  std::atomic<std::uint32_t>& count_;
 };
 
 /// Writes one large message straight into a ring: the spill target of encode_value. When the
@@ -193,18 +252,16 @@ class ring_writer : public spill_target {
 };
 
 /// The reader claim on a ring's oldest message, for one large message read in place: taken by
-/// message_ring::start_reading, dropped (the message removed) when this ends, however.
+/// message_ring::try_take (take_outcome::in_place), dropped (the message removed) when this
+/// ends, however.
 class ring_read_claim {
  public:
   ring_read_claim(shared_object& object, message_ring& ring) : object_(object), ring_(ring) {}
   ~ring_read_claim();
   ring_read_claim(const ring_read_claim&) = delete;
   ring_read_claim& operator=(const ring_read_claim&) = delete;
-  /// With the lock held: claims the oldest message and says where its bytes are.
-  message_ring::stretches take_locked() {
-    taken_ = true;
-    return ring_.start_reading();
-  }
+  /// try_take left the claim held: this object drops it.
+  void adopt() noexcept { taken_ = true; }
 
  private:
   shared_object& object_;

@@ -7,6 +7,7 @@
 #include <multiproc/connection.hpp>
 
 #include <mutex>
+#include <optional>
 
 #include "../../os/sync.hpp"
 #include "../protocol/call.hpp"
@@ -60,7 +61,14 @@ class pipe_end {
     auto& ring = outgoing();
     if (!ring.could_hold(bytes.size())) too_large(bytes.size());
     bool look_for_dead_writer = false;
+    std::optional<sleeper> watch;
     while (ring.writing(look_for_dead_writer) || !ring.has_room(bytes.size())) {
+      if (!watch) {
+        watch.emplace(
+            ring.header()
+                .producers_waiting);  // then one more look before sleeping: no wake-up is lost
+        continue;
+      }
       // The reader may be gone for good: then nothing will ever make room.
       if (os::holders_gone(watch_.get())) throw closed_error("connection: the other end is closed");
       look_for_dead_writer = wait_a_slice(lock, std::nullopt);
@@ -89,21 +97,24 @@ class pipe_end {
     message_buffer taken;
     std::uint64_t sent_as = 0;
     ring_read_claim claim(*object_, incoming());
-    std::optional<message_ring::stretches> in_place;
+    message_ring::stretches place{};
+    message_ring::take_outcome outcome{};
     {
+      // Every reader of a pipe takes under the lock, and wakes the writers each time.
       shared_lock lock(*object_);
-      wait_readable_locked(lock, std::nullopt, true);
-      if (incoming().oldest_size() >= direct_threshold) {
-        in_place = claim.take_locked();
-        sent_as = in_place->fingerprint;
-      } else {
-        sent_as = incoming().pop(taken.bytes(), taken.length);
-        object_->sync().wake_all();
-      }
+      do {
+        wait_readable_locked(lock, std::nullopt, true);
+        bool follow_up = false;
+        outcome = incoming().try_take(taken.bytes(), taken.length, sent_as, place, follow_up);
+        if (follow_up) incoming().after_take_locked();
+      } while (outcome != message_ring::take_outcome::taken &&
+               outcome != message_ring::take_outcome::in_place);
+      if (outcome == message_ring::take_outcome::in_place) claim.adopt();
+      object_->sync().wake_all();
     }
     check_type(sent_as, fingerprint);
-    if (in_place) {
-      use(in_place->first, in_place->first_size, in_place->second, in_place->second_size);
+    if (outcome == message_ring::take_outcome::in_place) {
+      use(place.first, place.first_size, place.second, place.second_size);
     } else {
       use(taken.bytes().data(), taken.length, nullptr, std::size_t{0});
     }
