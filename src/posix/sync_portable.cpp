@@ -70,7 +70,8 @@ state& state_at(void* memory) {
 std::atomic<std::uint32_t> tickets{0};
 
 std::uint64_t my_owner_word() noexcept {
-  const auto pid = static_cast<std::uint64_t>(static_cast<std::uint32_t>(::getpid()));
+  // The cached pid (reset in forked children): getpid() is a system call, once per lock.
+  const auto pid = static_cast<std::uint64_t>(static_cast<std::uint32_t>(this_process_stamp().pid));
   return (pid << 32) | tickets.fetch_add(1, std::memory_order_relaxed);
 }
 
