@@ -139,8 +139,16 @@ std::uint64_t claim_token() noexcept {
   const auto pid = static_cast<std::uint64_t>(os::this_process_stamp().pid);
   return (pid << 24) | (count.fetch_add(1, std::memory_order_relaxed) & 0xffffffu);
 }
-/// Held by whoever drops a dead process's claim, for the moment it clears its holder.
+/// Held by whoever drops a dead process's claim, for the moment it clears its holder (under the
+/// object's lock: seen by the next holder of the lock, it is a dropper that died).
 constexpr std::uint64_t dropping_token = ~std::uint64_t{0};
+/// The process a claim token names (see claim_token).
+std::int64_t pid_of_token(std::uint64_t token) noexcept {
+  return static_cast<std::int64_t>(token >> 24);
+}
+/// claim_popped of a claim that takes no message (a restart).
+constexpr std::uint64_t takes_nothing = ~std::uint64_t{0};
+
 }  // namespace
 
 message_ring::message_ring(shared_object& object, std::size_t header_offset,
@@ -209,6 +217,7 @@ void message_ring::copy_out(std::uint64_t position, char* to, std::size_t size) 
 // ---- producers --------------------------------------------------------------------------------
 
 bool message_ring::has_room(std::size_t size) {
+  repair_locked();
   if (fits(size)) return true;
   // Seq_cst: a producer about to sleep registered (a sleeper) before this look; a consumer
   // moves `head`, then looks for sleepers. One of the two sees the other (and a producer that
@@ -220,14 +229,14 @@ bool message_ring::has_room(std::size_t size) {
 bool message_ring::fits(std::size_t size) const noexcept {
   const ring_header& h = *header_;
   const std::uint64_t pushed = h.pushed.load(std::memory_order_relaxed);
-  if (h.maxsize != 0 && pushed - h.popped.load(std::memory_order_acquire) >= h.maxsize) {
-    return false;
-  }
+  const std::uint64_t popped = h.popped.load(std::memory_order_acquire);
+  if (h.maxsize != 0 && pushed > popped && pushed - popped >= h.maxsize) return false;
   const std::uint64_t tail = h.tail.load(std::memory_order_relaxed);
   return footprint(size) <= h.capacity - (tail - h.head_seen);
 }
 
 void message_ring::push(std::uint64_t fingerprint, const char* data, std::size_t size) {
+  repair_locked();
   look_behind(footprint(size));
   const std::uint64_t tail = header_->tail.load(std::memory_order_relaxed);
   copy_in(tail + sizeof(message_head), data, size);
@@ -240,9 +249,34 @@ void message_ring::append(std::uint64_t fingerprint, std::size_t size) {
   const message_head head{size, fingerprint};
   note_written(tail, footprint(size));
   copy_in(tail, reinterpret_cast<const char*>(&head), sizeof head);
-  h.pushed.store(h.pushed.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-  // Only now is the message there: a process that died above left the ring as it was.
-  h.tail.store(tail + footprint(size), std::memory_order_release);
+  const std::uint64_t pushed = h.pushed.load(std::memory_order_relaxed);
+  h.intent_tail = tail + footprint(size);
+  h.intent_pushed = pushed;
+  h.intent.store(intent_appending, std::memory_order_release);
+  h.pushed.store(pushed + 1, std::memory_order_release);
+  // Only now is the message there: a process that died above left the ring as it was (and
+  // one that died between the two counts is undone by the next holder: repair_locked).
+  h.tail.store(h.intent_tail, std::memory_order_release);
+  h.intent.store(0, std::memory_order_release);
+}
+
+void message_ring::repair_locked() noexcept {
+  ring_header& h = *header_;
+  const std::uint64_t intent = h.intent.load(std::memory_order_acquire);
+  if (intent == 0) return;
+  // Seen under the lock, it is the intent of a holder that died holding it.
+  if (intent == intent_appending) {
+    if (h.tail.load(std::memory_order_relaxed) != h.intent_tail) {
+      h.pushed.store(h.intent_pushed, std::memory_order_release);  // the message never was
+    }
+  } else {
+    const std::uint64_t start = h.intent_tail;  // the restart is finished: the ring was empty
+    h.head.store(start, std::memory_order_seq_cst);
+    h.tail.store(start, std::memory_order_release);
+    h.head_seen = h.released = start;
+    h.next_look = start + look_stride;
+  }
+  h.intent.store(0, std::memory_order_release);
 }
 
 void message_ring::look_behind(std::uint64_t need) {
@@ -264,12 +298,15 @@ void message_ring::restart_if_empty() noexcept {
   // reader claim keeps consumers off `head` meanwhile; busy, it waits for the next look.
   ring_header& h = *header_;
   if (place_of(h.tail.load(std::memory_order_relaxed), h.capacity) == 0) return;
-  if (!try_claim_reader()) return;
+  if (!try_claim_reader(false)) return;
   const std::uint64_t tail = h.tail.load(std::memory_order_relaxed);
   if (h.head.load(std::memory_order_relaxed) == tail) {
     const std::uint64_t start = next_start(tail, h.capacity);
+    h.intent_tail = start;
+    h.intent.store(intent_restarting, std::memory_order_release);
     h.head.store(start, std::memory_order_relaxed);
     h.tail.store(start, std::memory_order_release);
+    h.intent.store(0, std::memory_order_release);
     h.head_seen = h.released = start;
     h.next_look = start + look_stride;
     give_back_read_memory();
@@ -294,12 +331,14 @@ constexpr std::size_t window_limit = std::size_t{4} << 20;
 }  // namespace
 
 void message_ring::start_writing() {
+  repair_locked();
   look_behind(std::numeric_limits<std::uint64_t>::max());  // a large message: look now
   const os::process_stamp self = os::this_process_stamp();
   header_->writer = {self.pid, self.started, 1};
 }
 
 char* message_ring::write_window(std::size_t offset, std::size_t& length) {
+  repair_locked();
   ring_header& h = *header_;
   const std::uint64_t capacity = h.capacity;
   const std::uint64_t tail = h.tail.load(std::memory_order_relaxed);
@@ -338,7 +377,9 @@ void message_ring::note_written(std::uint64_t position, std::size_t size) noexce
 void message_ring::give_back_passed_memory(std::uint64_t head) noexcept {
   // Consumers are past `head` and this producer writes after the tail: no one is in there.
   const std::uint64_t capacity = header_->capacity;
-  std::uint64_t from = header_->released;
+  // Never a whole lap back: those places hold the messages after `head` now.
+  const std::uint64_t tail = header_->tail.load(std::memory_order_relaxed);
+  std::uint64_t from = std::max(header_->released, tail > capacity ? tail - capacity : 0);
   while (from < head) {
     const std::uint64_t at = place_of(from, capacity);
     const std::uint64_t piece = std::min(head - from, capacity - at);
@@ -364,14 +405,18 @@ void message_ring::give_back_read_memory() noexcept {
 
 // ---- consumers --------------------------------------------------------------------------------
 
-bool message_ring::try_claim_reader() noexcept {
+bool message_ring::try_claim_reader(bool to_take) noexcept {
   ring_header& h = *header_;
   std::uint64_t free = 0;
   if (!h.reader.compare_exchange_strong(free, claim_token(), std::memory_order_acq_rel,
                                         std::memory_order_relaxed)) {
     return false;
   }
+  // Named before anything moves: a holder found dead with its pid named is undone from these.
   const os::process_stamp self = os::this_process_stamp();
+  h.claim_head.store(h.head.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  h.claim_popped.store(to_take ? h.popped.load(std::memory_order_relaxed) : takes_nothing,
+                       std::memory_order_relaxed);
   h.reader_started.store(self.started, std::memory_order_relaxed);
   h.reader_pid.store(self.pid, std::memory_order_release);
   return true;
@@ -396,21 +441,43 @@ bool message_ring::follow_up_needed() const noexcept {
 
 bool message_ring::reading(bool check_liveness) noexcept {
   ring_header& h = *header_;
+  repair_locked();
   // Seq_cst: a consumer about to sleep registered (a sleeper) before this look; the
   // releaser drops the claim, then looks for sleepers.
   std::uint64_t token = h.reader.load(std::memory_order_seq_cst);
   if (token == 0) return false;
-  if (!check_liveness || token == dropping_token) return true;
-  // The holder names itself just after taking the claim: a pid of 0, or a token that changed
-  // meanwhile, is a holder that is running.
+  if (!check_liveness) return true;
+  if (token == dropping_token) {
+    drop_dead_reader();  // drops run under this lock: its dropper died half-way
+    return h.reader.load(std::memory_order_acquire) != 0;
+  }
+  // The holder names itself just after taking the claim; until then its token names its
+  // process (without a start time). A token that changed meanwhile is a holder that runs.
   const std::int64_t pid = h.reader_pid.load(std::memory_order_acquire);
   const std::uint64_t started = h.reader_started.load(std::memory_order_relaxed);
-  if (pid == 0 || h.reader.load(std::memory_order_acquire) != token) return true;
-  if (os::still_running({pid, started})) return true;
+  if (h.reader.load(std::memory_order_acquire) != token) return true;
+  const os::process_stamp holder =
+      pid != 0 ? os::process_stamp{pid, started} : os::process_stamp{pid_of_token(token), 0};
+  if (os::still_running(holder)) return true;
   if (h.reader.compare_exchange_strong(token, dropping_token, std::memory_order_acq_rel)) {
-    release_reader();  // the message it was reading is still the oldest
+    drop_dead_reader();
   }
   return h.reader.load(std::memory_order_acquire) != 0;
+}
+
+void message_ring::drop_dead_reader() noexcept {
+  // The message it was reading is still the oldest, for the next reader, unless `head` moved:
+  // then it was taken, and `popped` says so either way.
+  ring_header& h = *header_;
+  if (h.reader_pid.load(std::memory_order_acquire) != 0) {
+    const std::uint64_t popped = h.claim_popped.load(std::memory_order_relaxed);
+    if (popped != takes_nothing) {
+      const bool moved =
+          h.head.load(std::memory_order_relaxed) != h.claim_head.load(std::memory_order_relaxed);
+      h.popped.store(moved ? popped + 1 : popped, std::memory_order_release);
+    }
+  }
+  release_reader();
 }
 
 message_ring::take_outcome message_ring::try_take(std::string& out, std::size_t& length,
@@ -422,7 +489,7 @@ message_ring::take_outcome message_ring::try_take(std::string& out, std::size_t&
   if (h.head.load(std::memory_order_acquire) == h.tail.load(std::memory_order_acquire)) {
     return take_outcome::empty;
   }
-  if (h.reader.load(std::memory_order_relaxed) != 0 || !try_claim_reader()) {
+  if (h.reader.load(std::memory_order_relaxed) != 0 || !try_claim_reader(true)) {
     return take_outcome::busy;
   }
   const std::uint64_t head = h.head.load(std::memory_order_relaxed);
@@ -484,6 +551,7 @@ void message_ring::remove_oldest(std::uint64_t head, std::size_t size) noexcept 
 }
 
 void message_ring::after_take_locked() noexcept {
+  repair_locked();
   // A large message being written after the tail: the ring is not really empty.
   if (header_->writer.active != 0) return;
   if (header_->touched.load(std::memory_order_relaxed) > warm_bytes && empty()) {

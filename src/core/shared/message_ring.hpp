@@ -70,6 +70,11 @@ struct ring_claim {
   std::uint64_t active;
 };
 
+/// ring_header::intent: an append (`tail` and `pushed` being moved), or a restart at the
+/// data area's start (`head` and `tail`).
+inline constexpr std::uint64_t intent_appending = 1;
+inline constexpr std::uint64_t intent_restarting = 2;
+
 /// Messages of this size and more are written and read in place, under a claim.
 inline constexpr std::size_t direct_threshold = std::size_t{1} << 20;
 
@@ -90,6 +95,11 @@ struct ring_header {
   std::uint64_t unfinished;  ///< joinable queues: put and not yet task_done
   std::uint64_t shared;      ///< it has been handed to another process (end of stream can come)
   ring_claim writer;         ///< a large message is being written after `tail`
+  /// What a lock holder is half-way through (0: nothing): a process killed between the
+  /// stores of an append or a restart leaves it for the next holder to undo or finish.
+  std::atomic<std::uint64_t> intent;
+  std::uint64_t intent_tail;    ///< the `tail` it is making
+  std::uint64_t intent_pushed;  ///< `pushed` before an append
 
   // The consumers' side, written by the holder of the reader claim.
   alignas(64) std::atomic<std::uint64_t> head;  ///< position of the oldest message
@@ -97,6 +107,10 @@ struct ring_header {
   std::atomic<std::uint64_t> reader;            ///< the reader claim's token (0: free)
   std::atomic<std::int64_t> reader_pid;         ///< its holder (0 while being set)
   std::atomic<std::uint64_t> reader_started;
+  /// `head` and `popped` when the claim was taken (named with reader_pid): a holder killed
+  /// between counting a message taken and moving `head` is undone from them.
+  std::atomic<std::uint64_t> claim_head;
+  std::atomic<std::uint64_t> claim_popped;
 
   // Who sleeps (in the object's wait) for the other side: it must wake them.
   alignas(64) std::atomic<std::uint32_t> producers_waiting;  ///< for room
@@ -168,16 +182,21 @@ class message_ring {
   /// With the lock held, after a take whose `follow_up` was true: an empty ring that went past
   /// its warm start goes back to it and gives the memory back. The caller wakes the sleepers.
   void after_take_locked() noexcept;
-  /// Whether the reader claim is held. With `check_liveness`, one held by a process that
-  /// ended is dropped first (the message it was reading is there still, for the next reader).
+  /// With the lock held: whether the reader claim is held. With `check_liveness`, one held by
+  /// a process that ended is dropped first (the message it was reading is there still, for
+  /// the next reader, and the count of messages taken is put right).
   bool reading(bool check_liveness) noexcept;
+  /// With the lock held: undoes or finishes what a lock holder killed half-way through an
+  /// append or a restart left (see ring_header::intent). Cheap when there is nothing.
+  void repair_locked() noexcept;
 
  private:
   bool fits(std::size_t size) const noexcept;
   take_outcome take_claimed(std::uint64_t head, std::string& out, std::size_t& length,
                             std::uint64_t& fingerprint, stretches& place, bool& follow_up);
-  bool try_claim_reader() noexcept;
+  bool try_claim_reader(bool to_take) noexcept;
   void release_reader() noexcept;
+  void drop_dead_reader() noexcept;
   bool follow_up_needed() const noexcept;
   void remove_oldest(std::uint64_t head, std::size_t size) noexcept;
   void look_behind(std::uint64_t need);

@@ -228,10 +228,20 @@ class pipe_end {
     check_open_locked();
     if (!receives()) throw state_error("connection: this end of a one-way pipe only sends");
     const auto deadline = timeout ? std::optional(clock::now() + *timeout) : std::nullopt;
+    incoming().repair_locked();
     bool look_for_dead_reader = false;
+    std::optional<sleeper> claim_wait;
     while (incoming().empty() || (to_take && incoming().reading(look_for_dead_reader))) {
       if (incoming().empty() && os::holders_gone(watch_.get())) {
         throw closed_error("connection: the other end is closed and nothing is left to read");
+      }
+      // Another reader holds the claim (a large message read in place): it drops it without
+      // the lock, and wakes this one if registered before this last look.
+      if (incoming().empty()) {
+        claim_wait.reset();
+      } else if (!claim_wait) {
+        claim_wait.emplace(incoming().header().consumers_waiting);
+        continue;
       }
       if (deadline && clock::now() >= *deadline) return false;
       // A holder that ends wakes nobody: look again every slice.

@@ -233,10 +233,12 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
     hold_if_forked_locked();
     if (!has_put_) stop_holding_locked();  // a consumer: it keeps no other consumer waiting
     settled_pid_.store(holder_->pid, std::memory_order_relaxed);
+    ring_->repair_locked();
     bool look_for_dead = false;
     std::optional<sleeper> watch;
     for (;;) {
-      if (!ring_->empty() && !ring_->reading(look_for_dead)) {
+      const bool empty = ring_->empty();
+      if (!empty && !ring_->reading(look_for_dead)) {
         bool follow_up = false;
         const auto outcome =
             ring_->try_take(taken.bytes(), taken.length, sent_as, place, follow_up);
@@ -251,14 +253,16 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
         continue;  // another consumer was first: look again
       }
       // A queue never handed to another process has no other side to end: it just waits.
-      if (ring_->empty() && ring_->header().shared != 0 &&
+      if (empty && ring_->header().shared != 0 &&
           !ring_->header().holders.others_hold(os::this_process_stamp(), look_for_dead)) {
         throw closed_error("queue: empty, and no other process holds it any more");
       }
-      if (!watch) {
-        watch.emplace(
-            ring_->header()
-                .consumers_waiting);  // then one more look before sleeping: no wake-up is lost
+      // Items come with a producer's wake-up under this lock. The claim is dropped without
+      // it: waiting for the claim, this consumer registers first, then looks once more.
+      if (empty) {
+        watch.reset();  // takes by others need not wake it
+      } else if (!watch) {
+        watch.emplace(ring_->header().consumers_waiting);
         continue;
       }
       if (expired(deadline)) return message_ring::take_outcome::empty;
@@ -278,12 +282,22 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
  public:
   std::size_t size() {
     ensure_created();
+    repair_if_needed();
     return static_cast<std::size_t>(ring_->items());
   }
   bool full() {
     ensure_created();
+    repair_if_needed();
     const std::uint64_t maxsize = ring_->header().maxsize;
     return maxsize != 0 && ring_->items() >= maxsize;
+  }
+
+  /// The counts read without the lock: a producer killed half-way through an append may have
+  /// left one of them to put right (the next producer would; a count asked for now should be).
+  void repair_if_needed() {
+    if (ring_->header().intent.load(std::memory_order_acquire) == 0) return;
+    shared_lock lock(*object_);
+    ring_->repair_locked();
   }
 
   void close() {
