@@ -596,14 +596,14 @@ void ring_writer::write(const char* data, std::size_t size) {
 
 void ring_writer::next_window() {
   shared_lock lock(object_);
-  std::optional<sleeper> watch;
+  sleeper watch;
   for (;;) {
     window_ = ring_.write_window(written_, left_);
     if (left_ != 0) return;
     // Full with nothing but this message in it: it can never fit.
     if (ring_.empty()) too_large(written_ + 1);
-    if (!watch) {
-      watch.emplace(
+    if (!watch.started()) {
+      watch.start(
           ring_.header()
               .producers_waiting);  // then one more look before sleeping: no wake-up is lost
       continue;

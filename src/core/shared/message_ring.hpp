@@ -220,13 +220,26 @@ class message_ring {
 /// while it sleeps), so no wake-up is lost.
 class sleeper {
  public:
-  explicit sleeper(std::atomic<std::uint32_t>& count) : count_(count) { count_.fetch_add(1); }
-  ~sleeper() { count_.fetch_sub(1); }
+  sleeper() = default;
+  ~sleeper() { stop(); }
   sleeper(const sleeper&) = delete;
   sleeper& operator=(const sleeper&) = delete;
+  /// Counts this waiter in `count` (once).
+  void start(std::atomic<std::uint32_t>& count) noexcept {
+    if (count_ != nullptr) return;
+    count_ = &count;
+    count_->fetch_add(1);
+  }
+  /// No longer counted.
+  void stop() noexcept {
+    if (count_ == nullptr) return;
+    count_->fetch_sub(1);
+    count_ = nullptr;
+  }
+  bool started() const noexcept { return count_ != nullptr; }
 
  private:
-  std::atomic<std::uint32_t>& count_;
+  std::atomic<std::uint32_t>* count_ = nullptr;
 };
 
 /// Writes one large message straight into a ring: the spill target of encode_value. When the

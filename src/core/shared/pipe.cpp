@@ -61,10 +61,10 @@ class pipe_end {
     auto& ring = outgoing();
     if (!ring.could_hold(bytes.size())) too_large(bytes.size());
     bool look_for_dead_writer = false;
-    std::optional<sleeper> watch;
+    sleeper watch;
     while (ring.writing(look_for_dead_writer) || !ring.has_room(bytes.size())) {
-      if (!watch) {
-        watch.emplace(
+      if (!watch.started()) {
+        watch.start(
             ring.header()
                 .producers_waiting);  // then one more look before sleeping: no wake-up is lost
         continue;
@@ -230,7 +230,7 @@ class pipe_end {
     const auto deadline = timeout ? std::optional(clock::now() + *timeout) : std::nullopt;
     incoming().repair_locked();
     bool look_for_dead_reader = false;
-    std::optional<sleeper> claim_wait;
+    sleeper claim_wait;
     while (incoming().empty() || (to_take && incoming().reading(look_for_dead_reader))) {
       if (incoming().empty() && os::holders_gone(watch_.get())) {
         throw closed_error("connection: the other end is closed and nothing is left to read");
@@ -238,9 +238,9 @@ class pipe_end {
       // Another reader holds the claim (a large message read in place): it drops it without
       // the lock, and wakes this one if registered before this last look.
       if (incoming().empty()) {
-        claim_wait.reset();
-      } else if (!claim_wait) {
-        claim_wait.emplace(incoming().header().consumers_waiting);
+        claim_wait.stop();
+      } else if (!claim_wait.started()) {
+        claim_wait.start(incoming().header().consumers_waiting);
         continue;
       }
       if (deadline && clock::now() >= *deadline) return false;

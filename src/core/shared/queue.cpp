@@ -91,10 +91,10 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
     prepare_to_put_locked();
     if (!ring_->could_hold(bytes.size())) too_large(bytes.size());
     bool look_for_dead_writer = false;
-    std::optional<sleeper> watch;
+    sleeper watch;
     while (ring_->writing(look_for_dead_writer) || !ring_->has_room(bytes.size())) {
-      if (!watch) {
-        watch.emplace(
+      if (!watch.started()) {
+        watch.start(
             ring_->header()
                 .producers_waiting);  // then one more look before sleeping: no wake-up is lost
         continue;
@@ -146,10 +146,10 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
       queue_.prepare_to_put_locked();
       auto& ring = *queue_.ring_;
       bool look_for_dead_writer = false;
-      std::optional<sleeper> watch;
+      sleeper watch;
       while (ring.writing(look_for_dead_writer) || !ring.has_room(0)) {
-        if (!watch) {
-          watch.emplace(ring.header().producers_waiting);  // then one more look before sleeping
+        if (!watch.started()) {
+          watch.start(ring.header().producers_waiting);  // then one more look before sleeping
           continue;
         }
         if (expired(deadline_)) throw timed_out{};
@@ -235,7 +235,7 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
     settled_pid_.store(holder_->pid, std::memory_order_relaxed);
     ring_->repair_locked();
     bool look_for_dead = false;
-    std::optional<sleeper> watch;
+    sleeper watch;
     for (;;) {
       const bool empty = ring_->empty();
       if (!empty && !ring_->reading(look_for_dead)) {
@@ -260,9 +260,9 @@ class queue_core : public std::enable_shared_from_this<queue_core> {
       // Items come with a producer's wake-up under this lock. The claim is dropped without
       // it: waiting for the claim, this consumer registers first, then looks once more.
       if (empty) {
-        watch.reset();  // takes by others need not wake it
-      } else if (!watch) {
-        watch.emplace(ring_->header().consumers_waiting);
+        watch.stop();  // takes by others need not wake it
+      } else if (!watch.started()) {
+        watch.start(ring_->header().consumers_waiting);
         continue;
       }
       if (expired(deadline)) return message_ring::take_outcome::empty;
