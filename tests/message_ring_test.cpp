@@ -22,9 +22,11 @@ namespace {
 
 void nothing() {}
 
-/// The pid of a process that ran and was joined: it names no running process now.
+/// The pid of a process that ran and was joined: it names no running process now. Spawned,
+/// so that it is this process's child, reaped by join() (a fork server's child may still be
+/// its zombie for a moment, and a zombie's pid answers kill()).
 std::int64_t ended_pid() {
-  mp::process p(nothing);
+  mp::process p(mp::start_method::spawn, nothing);
   p.start();
   p.join();
   return *p.pid();
